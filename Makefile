@@ -1,0 +1,22 @@
+PYTHON ?= python3
+PIP := $(PYTHON) -m pip
+
+.PHONY: install test test-all lint bench
+
+# torch==2.13.0 first: on our CPU machines that exact CPU wheel lies on disk; a bare range
+# would make pip fetch a multi-GB CUDA build. Elsewhere it is the regular PyPI wheel.
+install:
+	$(PIP) install -q "torch==2.13.0"
+	$(PIP) install -q -e ".[test]"
+
+test:
+	$(PYTHON) -m pytest -q -m "not gpu and not slow"
+
+test-all:
+	$(PYTHON) -m pytest -q
+
+lint:
+	$(PYTHON) -m ruff check speechkit tests eval
+
+bench:
+	$(PYTHON) eval/bench/frontend.py
