@@ -15,3 +15,7 @@ class CheckpointError(SpeechkitError):
 
 class ConfigError(SpeechkitError):
     """A configuration value out of range or inconsistent with another."""
+
+
+class DataError(SpeechkitError):
+    """A corpus file, manifest or records file that is missing or malformed (messages name file:line)."""
