@@ -1,0 +1,92 @@
+"""Grouped-query self-attention of the Phi-4-mini decoder, with the mask it needs.
+
+Fused ``qkv_proj`` rows: Q (num_heads * head_dim), then K, then V (num_kv_heads * head_dim each),
+head-major. Query head h reads KV head h // (num_heads / num_kv_heads).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from speechkit.model.config import DecoderConfig, LoraConfig
+from speechkit.model.kv_cache import KVCache
+from speechkit.model.lora import LoRALinear
+from speechkit.model.rope import RopeTables, apply_rotary
+
+
+def make_linear(in_features: int, out_features: int, lora: LoraConfig | None, name: str) -> nn.Module:
+    """``LoRALinear`` when ``lora`` targets ``name``, else a bias-free ``nn.Linear`` (out, in)."""
+    if lora is not None and name in lora.targets:
+        return LoRALinear(in_features, out_features, lora.rank, lora.scale)
+    return nn.Linear(in_features, out_features, bias=False)
+
+
+def build_attention_mask(
+    query_slots: Tensor, kv_len: int, padding_mask: Tensor | None
+) -> Tensor:
+    """Boolean mask (B or 1, 1, L, kv_len): True where a query may attend to a key.
+
+    ``query_slots`` (L,) are the KV slots of the queries; key slot j is visible to query slot s when
+    j <= s and (with ``padding_mask`` (B, <= kv_len), 1 = real token) slot j is not padding. Slots
+    beyond the padding mask's width count as real; they are future slots, hidden by causality.
+    """
+    keys = torch.arange(kv_len, device=query_slots.device)
+    allowed = keys[None, :] <= query_slots[:, None]  # (L, kv_len)
+    if padding_mask is None:
+        return allowed[None, None]
+    real = padding_mask.to(torch.bool)
+    real = F.pad(real, (0, kv_len - real.shape[1]), value=True)
+    allowed = allowed[None] & real[:, None, :]  # (B, L, kv_len)
+    # A left-padding query sees no real key; letting it see itself keeps SDPA away from an all-masked
+    # row (NaN), and NaN in a padded value row would leak into real rows through 0 * NaN.
+    allowed = allowed | (keys[None, :] == query_slots[:, None])[None]
+    return allowed[:, None]
+
+
+class Attention(nn.Module):
+    """Causal GQA self-attention with partial rotary embedding; SDPA kernel."""
+
+    def __init__(self, config: DecoderConfig, layer: int, lora: LoraConfig | None = None) -> None:
+        super().__init__()
+        self.layer = layer
+        self.num_heads = config.num_heads
+        self.num_kv_heads = config.num_kv_heads
+        self.head_dim = config.head_dim
+        qkv_out = (config.num_heads + 2 * config.num_kv_heads) * config.head_dim
+        self.qkv_proj = make_linear(config.hidden_size, qkv_out, lora, "qkv_proj")
+        self.o_proj = make_linear(config.num_heads * config.head_dim, config.hidden_size, lora, "o_proj")
+
+    def forward(
+        self,
+        x: Tensor,
+        rope: RopeTables,
+        mask: Tensor | None,
+        cache: KVCache | None = None,
+        cache_position: Tensor | None = None,
+    ) -> Tensor:
+        """x (B, L, hidden) -> (B, L, hidden).
+
+        ``mask``: boolean (B or 1, 1, L, kv_len) from :func:`build_attention_mask`, or None for plain causal
+        attention over the L new tokens (no cache). With ``cache``, keys/values are written at
+        ``cache_position`` (L,) and attention runs over the whole preallocated buffer.
+        """
+        batch, length, _ = x.shape
+        q_size = self.num_heads * self.head_dim
+        kv_size = self.num_kv_heads * self.head_dim
+        q, k, v = self.qkv_proj(x).split([q_size, kv_size, kv_size], dim=-1)
+        q = q.view(batch, length, self.num_heads, self.head_dim).transpose(1, 2)  # (B, H, L, hd)
+        k = k.view(batch, length, self.num_kv_heads, self.head_dim).transpose(1, 2)  # (B, KV, L, hd)
+        v = v.view(batch, length, self.num_kv_heads, self.head_dim).transpose(1, 2)
+        q, k = apply_rotary(q, rope), apply_rotary(k, rope)
+        if cache is not None:
+            k, v = cache.write(self.layer, cache_position, k, v)  # (B, KV, max_len, hd)
+        out = F.scaled_dot_product_attention(
+            q, k, v,
+            attn_mask=mask,
+            is_causal=mask is None,
+            scale=self.head_dim**-0.5,
+            enable_gqa=self.num_kv_heads != self.num_heads,
+        )  # (B, H, L, hd)
+        return self.o_proj(out.transpose(1, 2).reshape(batch, length, q_size))

@@ -1,0 +1,225 @@
+"""Phi-4-mini decoder with the speech LoRA (reference sections D and E).
+
+Parameter names follow the official checkpoint with the PEFT wrapper removed
+(``layers.{i}.self_attn.qkv_proj.weight`` for ``...qkv_proj.base_layer.weight``), so the
+converter's key map is literal. Built for speed: static KV cache allocated by a separate call,
+meta-device construction, norms in fp32, no dtype or device chosen inside ``forward``.
+
+Typical use::
+
+    with torch.device("meta"):
+        decoder = Decoder(cfg, lora_cfg)
+    decoder.load_state_dict(weights, assign=True)
+    cache = decoder.allocate_cache(batch=1, max_len=prompt_len + max_new_tokens)
+    hidden = decoder(embeds, position_ids, cache=cache, cache_position=torch.arange(prompt_len))
+    next_logits = decoder.logits(hidden[:, -1:])
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from speechkit.errors import ConfigError
+from speechkit.model.attention import Attention, build_attention_mask, make_linear
+from speechkit.model.config import DecoderConfig, LoraConfig
+from speechkit.model.kv_cache import KVCache
+from speechkit.model.lora import LoRALinear
+from speechkit.model.rope import LongRope, Regime, RopeTables
+
+LoraState = Literal["none", "unmerged", "merged"]
+
+
+def position_ids_from_mask(padding_mask: Tensor) -> Tensor:
+    """Position ids (B, L) for a left-padded batch, from its mask (B, L) with 1 = real token.
+
+    Real tokens count 0, 1, ... from their first real token (cumulative sum - 1); padding gets 1,
+    as in the transformers generation utilities (the value is irrelevant: padding is masked).
+    """
+    positions = padding_mask.long().cumsum(-1) - 1
+    return positions.masked_fill(padding_mask == 0, 1)
+
+
+class RMSNorm(nn.Module):
+    """x / rms(x) computed in fp32, cast back to the input dtype, then times ``weight`` (dim,)."""
+
+    def __init__(self, dim: int, eps: float) -> None:
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(dim))
+
+    def forward(self, x: Tensor) -> Tensor:
+        dtype = x.dtype
+        h = x.float()
+        h = h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + self.eps)
+        # The cast comes before the weight product, as in the official code: bf16 rounding differs otherwise.
+        return self.weight * h.to(dtype)
+
+
+class MLP(nn.Module):
+    """down(up * SiLU(gate)); ``gate_up_proj`` rows are gate first, then up."""
+
+    def __init__(self, config: DecoderConfig, lora: LoraConfig | None) -> None:
+        super().__init__()
+        inter = config.intermediate_size
+        self.gate_up_proj = make_linear(config.hidden_size, 2 * inter, lora, "gate_up_proj")
+        self.down_proj = make_linear(inter, config.hidden_size, lora, "down_proj")
+
+    def forward(self, x: Tensor) -> Tensor:
+        gate, up = self.gate_up_proj(x).chunk(2, dim=-1)  # (B, L, inter) each
+        return self.down_proj(up * F.silu(gate))
+
+
+class DecoderLayer(nn.Module):
+    """Pre-norm block: h = x + attn(norm(x)); out = h + mlp(norm(h))."""
+
+    def __init__(self, config: DecoderConfig, layer: int, lora: LoraConfig | None) -> None:
+        super().__init__()
+        self.input_layernorm = RMSNorm(config.hidden_size, config.rms_norm_eps)
+        self.self_attn = Attention(config, layer, lora)
+        self.post_attention_layernorm = RMSNorm(config.hidden_size, config.rms_norm_eps)
+        self.mlp = MLP(config, lora)
+
+    def forward(
+        self,
+        x: Tensor,
+        rope: RopeTables,
+        mask: Tensor | None,
+        cache: KVCache | None,
+        cache_position: Tensor | None,
+    ) -> Tensor:
+        h = x + self.self_attn(self.input_layernorm(x), rope, mask, cache, cache_position)
+        return h + self.mlp(self.post_attention_layernorm(h))
+
+
+class Decoder(nn.Module):
+    """Phi-4-mini: token embedding, ``num_layers`` decoder layers, final norm, (tied) LM head.
+
+    With a ``LoraConfig``, its target linears are :class:`LoRALinear` (adapter on by default);
+    without one they are plain ``nn.Linear`` and the decoder is the bare base model.
+    """
+
+    def __init__(self, config: DecoderConfig, lora: LoraConfig | None = None) -> None:
+        super().__init__()
+        self.config = config
+        self.embed_tokens = nn.Embedding(config.vocab_size, config.hidden_size)
+        self.layers = nn.ModuleList(DecoderLayer(config, i, lora) for i in range(config.num_layers))
+        self.norm = RMSNorm(config.hidden_size, config.rms_norm_eps)
+        if not config.tie_word_embeddings:
+            self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
+        self.rope = LongRope(config.rope)
+
+    def embed(self, input_ids: Tensor) -> Tensor:
+        """Token ids (B, L) -> embeddings (B, L, hidden)."""
+        return self.embed_tokens(input_ids)
+
+    def logits(self, hidden: Tensor) -> Tensor:
+        """Final hidden states (B, L, hidden) -> logits (B, L, vocab) in the hidden dtype."""
+        weight = self.embed_tokens.weight if self.config.tie_word_embeddings else self.lm_head.weight
+        return F.linear(hidden, weight)
+
+    def allocate_cache(
+        self,
+        batch: int,
+        max_len: int,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> KVCache:
+        """A zeroed static cache for ``batch`` sequences of up to ``max_len`` tokens.
+
+        ``device``/``dtype`` default to the embedding weight's (the compute dtype must match).
+        """
+        weight = self.embed_tokens.weight
+        cfg = self.config
+        return KVCache.allocate(
+            cfg.num_layers, batch, cfg.num_kv_heads, max_len, cfg.head_dim,
+            device=device or weight.device, dtype=dtype or weight.dtype,
+        )
+
+    def regime_for(self, total_len: int) -> Regime:
+        """RoPE regime for a forward pass over ``total_len`` KV slots (cached + new, padding included).
+
+        A generator compares this for the next step with the regime its cache was filled under;
+        on a change (short -> long at ``original_max_position_embeddings``) it must recompute the
+        whole prefix with the new regime, as the official implementation does.
+        """
+        return self.rope.regime_for(total_len)
+
+    def forward(
+        self,
+        inputs_embeds: Tensor,
+        position_ids: Tensor,
+        cache: KVCache | None = None,
+        cache_position: Tensor | None = None,
+        attention_mask: Tensor | None = None,
+        regime: Regime | None = None,
+    ) -> Tensor:
+        """Embeddings (B, L, hidden) -> final-normed hidden states (B, L, hidden).
+
+        Args:
+            inputs_embeds: token (and audio) embeddings, in the compute dtype.
+            position_ids: (B, L) rotary positions; left-padded batches use
+                :func:`position_ids_from_mask`.
+            cache: static cache from :meth:`allocate_cache`; without it, attention runs over the
+                L tokens of this call only.
+            cache_position: (L,) cache slots of these tokens, shared by all rows; defaults to
+                0..L-1 (a prefill). Only with ``cache``.
+            attention_mask: (B, L_total), 1 = real token, 0 = padding, covering slots 0..L_total-1
+                (L_total <= cache.max_len; = L without cache). None means no padding.
+            regime: RoPE regime; default ``regime_for(KV length)`` where the KV length is L without a
+                cache and ``cache_position[-1] + 1`` with one (a host sync: pass it explicitly in a
+                compiled decoding loop, where the generator knows the length).
+        """
+        length = inputs_embeds.shape[1]
+        if cache is None:
+            if cache_position is not None:
+                raise ConfigError("cache_position was given without a KV cache")
+            slots = torch.arange(length, device=inputs_embeds.device)
+            kv_len = length
+        else:
+            if cache_position is None:
+                cache_position = torch.arange(length, device=inputs_embeds.device)
+            slots = cache_position
+            kv_len = cache.max_len
+        if attention_mask is not None and attention_mask.shape[1] > kv_len:
+            raise ConfigError(
+                f"attention_mask covers {attention_mask.shape[1]} slots, more than the {kv_len} available"
+            )
+        mask = None
+        if cache is not None or attention_mask is not None:
+            mask = build_attention_mask(slots, kv_len, attention_mask)
+        # else: plain causal attention, and the causal flag lets SDPA pick its fastest kernel
+        if regime is None:
+            regime = self.regime_for(length if cache is None else int(cache_position[-1]) + 1)
+        rope = self.rope.tables(position_ids, regime, inputs_embeds.dtype)
+        h = inputs_embeds
+        for layer in self.layers:
+            h = layer(h, rope, mask, cache, cache_position)
+        return self.norm(h)
+
+    def _lora_layers(self) -> list[LoRALinear]:
+        return [m for m in self.modules() if isinstance(m, LoRALinear)]
+
+    @property
+    def lora_state(self) -> LoraState:
+        """``none`` (no adapter), ``unmerged`` (switchable) or ``merged`` (folded into the weights)."""
+        layers = self._lora_layers()
+        return layers[0].mode if layers else "none"
+
+    def set_lora_enabled(self, enabled: bool) -> None:
+        """Switch the adapter on (speech requests) or off (text-only requests, bare Phi-4-mini)."""
+        layers = self._lora_layers()
+        if not layers:
+            if enabled:
+                raise ConfigError("this decoder was built without a LoRA adapter; there is nothing to enable")
+            return
+        for layer in layers:
+            layer.enabled = enabled
+
+    def merge_lora_(self) -> None:
+        """Fold the adapter into every target weight (fp32 merge); LoRA can no longer be switched off."""
+        for layer in self._lora_layers():
+            layer.merge_()
