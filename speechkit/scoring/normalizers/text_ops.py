@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import re
 import unicodedata
+from collections.abc import Callable
+from functools import cache
 
 # Letters that NFKD does not decompose into base + combining mark, folded by hand.
 _EXTRA_FOLDS = {
@@ -32,16 +34,34 @@ def _fold_char(char: str, keep: str) -> str:
     return " " if category[0] in "MSP" else char
 
 
+class _FoldTable(dict):
+    """``str.translate`` table filled on first sight of each character (the rule is per character)."""
+
+    def __init__(self, rule: Callable[[str], str]) -> None:
+        super().__init__()
+        self._rule = rule
+
+    def __missing__(self, code: int) -> str:
+        self[code] = out = self._rule(chr(code))
+        return out
+
+
+@cache
+def _accent_table(keep: str) -> _FoldTable:
+    return _FoldTable(lambda c: _fold_char(c, keep))
+
+
+_SYMBOL_TABLE = _FoldTable(lambda c: " " if unicodedata.category(c)[0] in "MSP" else c)
+
+
 def strip_symbols_and_accents(text: str, keep: str = "") -> str:
     """NFKD-decompose, drop accents, and turn marks/symbols/punctuation (except ``keep``) into spaces."""
-    return "".join([_fold_char(c, keep) for c in unicodedata.normalize("NFKD", text)])
+    return unicodedata.normalize("NFKD", text).translate(_accent_table(keep))
 
 
 def strip_symbols(text: str) -> str:
     """NFKC-compose and turn marks/symbols/punctuation into spaces, keeping accented letters."""
-    return "".join(
-        [" " if unicodedata.category(c)[0] in "MSP" else c for c in unicodedata.normalize("NFKC", text)]
-    )
+    return unicodedata.normalize("NFKC", text).translate(_SYMBOL_TABLE)
 
 
 def drop_annotations(text: str) -> str:
