@@ -15,7 +15,9 @@ from speechkit import __version__
 from speechkit.errors import SpeechkitError
 
 # module paths that define ``register(subparsers)``; order is the order in --help
-COMMAND_MODULES: tuple[str, ...] = ()
+COMMAND_MODULES: tuple[str, ...] = (
+    "speechkit.scoring.cli",
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
