@@ -107,3 +107,42 @@ def write_manifest(path: Path, rows: Sequence[dict]) -> Path:
         sf.write(path.parent / row["audio_filepath"], _tone(i), SAMPLE_RATE)
     path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), "utf-8")
     return path
+
+
+def write_fixture_suite(root: Path) -> tuple[Path, Path, dict[str, list[str]]]:
+    """A data root with every layout and a suite JSON over it, for runner tests.
+
+    Returns ``(data_root, suite_json, expected ids per set)``.
+    """
+    data = Path(root) / "data"
+    write_commonvoice(data / "commonvoice", "en", [(f"en{i}.mp3", s) for i, s in enumerate(
+        ["Hello there.", "It costs $20.", "Mr. Smith's car", "Twenty one pilots"])])  # fmt: skip
+    fleurs_de = [(1, "a.wav", "Guten Morgen."), (1, "b.wav", "Guten Morgen."), (2, "c.wav", "Danke schön.")]
+    write_fleurs(data / "fleurs", "de_de", fleurs_de)
+    write_fleurs(
+        data / "fleurs", "en_us", [(1, "x.wav", "Good morning."), (2, "y.wav", "Thank you very much.")]
+    )
+    write_covost(data / "covost2", "de", "en", [("d1.mp3", "Ja, bitte.", "Yes, please."),
+                                                ("d2.mp3", "Wie geht es dir?", "How are you?")])  # fmt: skip
+    write_openasr_parquet(data / "openasr/librispeech/test.clean/shard-0.parquet",
+                          [("ls-1", "he was here"), ("ls-2", "she was not"), ("ls-3", "")])  # fmt: skip
+    sets = [
+        {"name": "cv-en", "reader": "commonvoice", "args": {"locale": "en"}, "task": "asr", "src_lang": "en",
+         "paper": 7.61},
+        {"name": "fleurs-de", "reader": "fleurs", "args": {"lang_code": "de_de"}, "task": "asr",
+         "src_lang": "de", "paper": 3.96},
+        {"name": "fleurs-de-en-cot", "reader": "fleurs",
+         "args": {"lang_code": "de_de", "translate_to": "en_us"}, "task": "ast_cot", "src_lang": "de",
+         "tgt_lang": "en", "paper": 39.43},
+        {"name": "covost2-de-en", "reader": "covost", "args": {"src": "de", "tgt": "en"}, "task": "ast",
+         "src_lang": "de", "tgt_lang": "en", "paper": 39.81},
+        {"name": "openasr-ls-clean", "reader": "openasr", "args": {"path": "librispeech/test.clean"},
+         "task": "asr", "src_lang": "en", "protocol": "openasr"},
+    ]  # fmt: skip
+    suite = Path(root) / "fixture-suite.json"
+    suite.write_text(json.dumps({"name": "fixture", "description": "test corpora", "sets": sets}), "utf-8")
+    fleurs_ids = [f"de_de/{r[1]}" for r in fleurs_de]
+    expected = {"cv-en": [f"en{i}.mp3" for i in range(4)], "fleurs-de": fleurs_ids,
+                "fleurs-de-en-cot": fleurs_ids, "covost2-de-en": ["d1.mp3", "d2.mp3"],
+                "openasr-ls-clean": ["ls-1", "ls-2", "ls-3"]}  # fmt: skip
+    return data, suite, expected
