@@ -168,7 +168,9 @@ class Decoder(nn.Module):
             cache_position: (L,) cache slots of these tokens, shared by all rows; defaults to
                 0..L-1 (a prefill). Only with ``cache``.
             attention_mask: (B, L_total), 1 = real token, 0 = padding, covering slots 0..L_total-1
-                (L_total <= cache.max_len; = L without cache). None means no padding.
+                (L_total <= cache.max_len; = L without cache). None means no padding. Slots past
+                L_total count as real (causality hides them), so a compiled loop can pass one
+                full-width (B, cache.max_len) mask every step and keep shapes static.
             regime: RoPE regime; default ``regime_for(KV length)`` where the KV length is L without a
                 cache and ``cache_position[-1] + 1`` with one (a host sync: pass it explicitly in a
                 compiled decoding loop, where the generator knows the length).
