@@ -105,11 +105,19 @@ def score_error_rate(records: Sequence[Record], lang: str | None, metric: str, p
     if metric == "auto-error":
         metric = protocol.error_metric(code)
     refs, hyps, kept = [], [], []
+    seen: dict[str, str] = {}  # normalizers are pure; perfect hypotheses and repeated texts are common
+
+    def norm(text: str) -> str:
+        out = seen.get(text)
+        if out is None:
+            out = seen[text] = normalizer(text)
+        return out
+
     for record in records:
-        ref = normalizer(record.text)
+        ref = norm(record.text)
         if ref.strip() in ("", IGNORED_REFERENCE):  # the leaderboard never decodes these
             continue
-        hyp = normalizer(record.pred_text)
+        hyp = norm(record.pred_text)
         if protocol.join_compounds_non_english and code not in (None, "en"):
             ref, hyp = join_matching_compounds(ref, hyp)
         refs.append(ref)

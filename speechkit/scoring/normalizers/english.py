@@ -49,6 +49,8 @@ _DIGIT_COMMA = re.compile(r"(\d),(\d)")
 _SENTENCE_PERIOD = re.compile(r"\.([^0-9]|$)")
 _LOOSE_CURRENCY = re.compile(r"[.$¢€£]([^0-9])")
 _LOOSE_PERCENT = re.compile(r"([^0-9])%")
+_LOOSE_SYMBOL = re.compile(r"[.$¢€£%]")
+_TWO_SINGLES = re.compile(r"(?<!\S)\w\s+\w(?!\S)")  # \w covers every isalnum() character
 
 
 def _rules(s_rule: tuple[str, str, str]) -> list[tuple[str, re.Pattern[str], str]]:
@@ -111,17 +113,26 @@ class WhisperEnglishNormalizer:
         return text
 
     def __call__(self, text: str) -> str:
-        text = self._fillers.sub("", drop_annotations(text.lower()))
-        text = _SPACE_APOSTROPHE.sub("'", text)
+        # rewrites are skipped when the characters they need are absent (same result, faster)
+        text = text.lower()
+        if "<" in text or "[" in text or "(" in text:
+            text = drop_annotations(text)
+        text = self._fillers.sub("", text)
+        if "'" in text:
+            text = _SPACE_APOSTROPHE.sub("'", text)
         for literal, pattern, replacement in self._rules:
             if literal in text:
                 text = pattern.sub(replacement, text)
-        text = _SENTENCE_PERIOD.sub(r" \1", _DIGIT_COMMA.sub(r"\1\2", text))
+        if "," in text:
+            text = _DIGIT_COMMA.sub(r"\1\2", text)
+        if "." in text:
+            text = _SENTENCE_PERIOD.sub(r" \1", text)
         text = strip_symbols_and_accents(text, keep=".%$¢€£")  # symbols that belong to numbers stay
         text = self._numbers(self._before_numbers(text))
         text = self._after_spelling(_map_words(text, self._spelling))
         # currency/percent symbols that did not end up attached to a number go
-        text = _LOOSE_PERCENT.sub(r"\1 ", _LOOSE_CURRENCY.sub(r" \1", text))
+        if _LOOSE_SYMBOL.search(text):
+            text = _LOOSE_PERCENT.sub(r"\1 ", _LOOSE_CURRENCY.sub(r" \1", text))
         return squeeze_spaces(text)
 
 
@@ -156,7 +167,9 @@ class OpenAsrEnglishNormalizer(WhisperEnglishNormalizer):
         super().__init__()
         self._names = load_table("openasr_english_names.json")
         compounds = load_table("openasr_english_compounds.json")["patterns"]
-        self._compounds = [(_required_words(p), re.compile(p), r) for p, r in compounds]
+        self._compounds = [(re.compile(p), r) for p, r in compounds]
+        # one search decides whether any compound rule can fire (none can after none did)
+        self._any_compound = re.compile("|".join(f"(?:{p})" for p, _ in compounds))
 
     def _filler_words(self) -> tuple[str, ...]:
         return _OPENASR_FILLERS
@@ -165,8 +178,8 @@ class OpenAsrEnglishNormalizer(WhisperEnglishNormalizer):
         return ("'s", rf"\b({_IS_HOSTS})'s\b", r"\1 is")
 
     def _before_numbers(self, text: str) -> str:
-        for words, pattern, replacement in self._compounds:
-            if all(w in text for w in words):
+        if self._any_compound.search(text):
+            for pattern, replacement in self._compounds:
                 text = pattern.sub(replacement, text)
         return text
 
@@ -174,15 +187,10 @@ class OpenAsrEnglishNormalizer(WhisperEnglishNormalizer):
         return join_single_characters(_map_words(text, self._names))
 
 
-def _required_words(pattern: str) -> tuple[str, ...]:
-    """Words a compound pattern such as ``\\bwi\\s+fi\\b`` needs in the text; () if not of that shape."""
-    if not re.fullmatch(r"\\b[a-z]+(\\s\+[a-z]+)+\\b", pattern):
-        return ()
-    return tuple(re.findall(r"[a-z]+", pattern.replace(r"\b", " ").replace(r"\s+", " ")))
-
-
 def join_single_characters(text: str) -> str:
     """Join runs of one-character alphanumeric words: ``"b b c"`` -> ``"bbc"``, ``"5 g"`` -> ``"5g"``."""
+    if not _TWO_SINGLES.search(text):  # no two one-character words in a row: nothing to join
+        return " ".join(text.split())
     out: list[str] = []
     run: list[str] = []
 

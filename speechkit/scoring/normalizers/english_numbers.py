@@ -58,6 +58,7 @@ _DETACHED_SUFFIX = re.compile(r"([0-9])\s+(st|nd|rd|th|s)\b")
 _CURRENCY_AND_CENTS = re.compile(r"([€£$])([0-9]+) (?:and )?¢([0-9]{1,2})\b")
 _ZERO_CURRENCY = re.compile(r"[€£$]0.([0-9]{1,2})\b")  # "." unescaped upstream: any character matches
 _LONE_ONE = re.compile(r"\b1(s?)\b")
+_ASCII_DIGIT = re.compile(r"[0-9]")
 
 Value = int | str  # an int while arithmetic is possible, digits-as-text once it is not
 
@@ -242,8 +243,11 @@ def words_to_digits(words: list[str]) -> Iterator[str]:
         if _NUMERAL.match(word[1:] if word[0] in PREFIX_SYMBOLS else word):
             yield from reader.numeral(word)
         elif word not in NUMBER_WORDS:
-            yield from reader.flush()
-            yield reader.emit(word)
+            if reader.value is None and reader.prefix is None:
+                yield word  # the common case, kept cheap
+            else:
+                yield from reader.flush()
+                yield reader.emit(word)
         else:
             yield from reader.word(prev, word, nxt)
             skip = reader.skip_next
@@ -276,10 +280,15 @@ class EnglishNumberNormalizer:
     """
 
     def __call__(self, text: str) -> str:
-        text = _halves(text)
-        text = _DIGIT_LETTER.sub(r"\1 \2", _LETTER_DIGIT.sub(r"\1 \2", text))
-        text = _DETACHED_SUFFIX.sub(r"\1\2", text)
+        # each rewrite is skipped when the characters it needs are absent (same result, faster)
+        if "half" in text:
+            text = _halves(text)
+        if _ASCII_DIGIT.search(text):
+            text = _DIGIT_LETTER.sub(r"\1 \2", _LETTER_DIGIT.sub(r"\1 \2", text))
+            text = _DETACHED_SUFFIX.sub(r"\1\2", text)
         text = " ".join(words_to_digits(text.split()))
-        text = _CURRENCY_AND_CENTS.sub(_cents, text)
-        text = _ZERO_CURRENCY.sub(lambda m: f"¢{int(m.group(1))}", text)
-        return _LONE_ONE.sub(r"one\1", text)
+        if "¢" in text:
+            text = _CURRENCY_AND_CENTS.sub(_cents, text)
+        if "$" in text or "€" in text or "£" in text:
+            text = _ZERO_CURRENCY.sub(lambda m: f"¢{int(m.group(1))}", text)
+        return _LONE_ONE.sub(r"one\1", text) if "1" in text else text
