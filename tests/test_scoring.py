@@ -9,7 +9,7 @@ import sacrebleu
 
 from speechkit.cli import main
 from speechkit.errors import DataError, SpeechkitError
-from speechkit.scoring import Record, get_normalizer, score_records
+from speechkit.scoring import Record, get_normalizer, read_records, score_records
 from speechkit.scoring.records import record_from_dict
 
 GOLDEN = json.loads((Path(__file__).parent / "data/scoring/openasr_golden.json").read_text("utf-8"))
@@ -102,3 +102,19 @@ def test_score_errors(tmp_path, capsys):
     missing = tmp_path / "none.jsonl"
     assert main(["score", str(missing)]) == 1
     assert capsys.readouterr().err == f"speechkit: error: {missing}: no such records file\n"
+
+
+def test_records_file_errors(tmp_path):
+    path = tmp_path / "r.jsonl"
+    path.write_text('{"id": "a", "text": "x"}\n{"id": "b", "te', "utf-8")
+    with pytest.raises(DataError, match=rf"^{path}:2: torn last line \(a killed run\?\); resume the run or"):
+        read_records(path)
+    path.write_text('{"id": "a", "text": "x"}\n{"id": "a", "text": "y"}\n', "utf-8")
+    with pytest.raises(DataError, match=rf"^{path}:2: duplicate id 'a'; ids must be unique per file$"):
+        read_records(path)
+    path.write_text('{"id": "a", "duration": "long"}\n', "utf-8")
+    with pytest.raises(DataError, match=rf"^{path}:1: 'duration' must be a number of seconds, got 'long'$"):
+        read_records(path)
+    path.write_text('{"id": "a"}\n{oops}\n', "utf-8")
+    with pytest.raises(DataError, match=rf"^{path}:2: not valid JSON \(Expecting property name"):
+        read_records(path)
