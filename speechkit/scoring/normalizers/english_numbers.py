@@ -97,6 +97,7 @@ class _Reader:
     def __init__(self) -> None:
         self.prefix: str | None = None
         self.value: Value | None = None
+        self.skip_next = False  # set when a word also consumed the next one ("per cent", "double o")
 
     def emit(self, item: Value) -> str:
         text = str(item)
@@ -154,7 +155,7 @@ class _Reader:
             yield self.emit(str(scaled) + suffix)
 
     def word(self, prev: str | None, word: str, nxt: str | None) -> Iterator[str]:  # noqa: C901
-        """Consume one word; returns True through ``skip_next`` when it also consumed ``nxt``."""
+        """Consume one number word; sets ``skip_next`` when it also consumed ``nxt``."""
         self.skip_next = False
         next_is_number = nxt in NUMBER_WORDS or (nxt is not None and _NUMERAL.match(nxt) is not None)
         if word in ZEROS:
