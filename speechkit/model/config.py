@@ -85,13 +85,21 @@ class EncoderConfig:
             cfg.get("causal", True) and not cfg.get("batch_norm", False),
             "only the released conv module (causal depthwise conv, no batch norm) is supported",
         )
-        _check(cfg.get("chunk_size", -1) == -1, f"chunk_size={cfg.get('chunk_size')} (streaming masks) unsupported")
+        _check(
+            cfg.get("chunk_size", -1) == -1,
+            f"chunk_size={cfg.get('chunk_size')} (streaming masks) unsupported",
+        )
         for key in ("activation", "conv_activation", "conv_glu_type"):
             _check(cfg.get(key, "swish") == "swish", f"{key}={cfg.get(key)!r} unsupported (expected 'swish')")
-        for key, expected in (("ext_pw_out_channel", cfg["attention_dim"]),
-                              ("depthwise_seperable_out_channel", cfg["attention_dim"]),
-                              ("depthwise_multiplier", 1), ("ext_pw_kernel_size", 1)):
-            _check(cfg.get(key, expected) == expected, f"{key}={cfg.get(key)} unsupported (expected {expected})")
+        for key, expected in (
+            ("ext_pw_out_channel", cfg["attention_dim"]),
+            ("depthwise_seperable_out_channel", cfg["attention_dim"]),
+            ("depthwise_multiplier", 1),
+            ("ext_pw_kernel_size", 1),
+        ):
+            _check(
+                cfg.get(key, expected) == expected, f"{key}={cfg.get(key)} unsupported (expected {expected})"
+            )
         _check(cfg.get("bias_in_glu", True), "bias_in_glu=false unsupported")
         return cls(
             input_size=cfg["input_size"],
@@ -263,8 +271,10 @@ class SpeechModelConfig:
             raise ConfigError("config.json has no 'audio_processor': not a Phi-4-multimodal checkpoint")
         audio_layer = (cfg.get("embd_layer") or {}).get("audio_embd_layer") or {}
         _check(
-            audio_layer.get("projection_cls", "mlp") == "mlp" and audio_layer.get("downsample_rate", 1) == 1
-            and not audio_layer.get("use_qformer", False) and not audio_layer.get("use_conv_downsample", False),
+            audio_layer.get("projection_cls", "mlp") == "mlp"
+            and audio_layer.get("downsample_rate", 1) == 1
+            and not audio_layer.get("use_qformer", False)
+            and not audio_layer.get("use_conv_downsample", False),
             f"embd_layer.audio_embd_layer={audio_layer} unsupported (expected the released mlp projector)",
         )
         encoder = EncoderConfig.from_official(cfg["audio_processor"])
@@ -283,7 +293,9 @@ class SpeechModelConfig:
         try:
             raw = json.loads(path.read_text())
         except FileNotFoundError:
-            raise CheckpointError(f"{path}: config.json not found; point --model at a checkpoint directory") from None
+            raise CheckpointError(
+                f"{path}: config.json not found; point --model at a checkpoint directory"
+            ) from None
         except json.JSONDecodeError as err:
             raise CheckpointError(f"{path}: not valid JSON ({err.msg} at line {err.lineno})") from None
         try:

@@ -1,0 +1,190 @@
+"""The official Phi-4-multimodal log-mel front end (reference A.3-A.10), batched in torch.
+
+Per utterance: frames of 400 samples every 160 (no centering, trailing partial window dropped),
+pre-emphasis 0.97 *inside* each frame (the first sample's predecessor is itself), x32768,
+symmetric Hamming window, rFFT 512, power, the SpeechLib 80-filter mel bank, ln with floor 1.0.
+Natively 8 kHz audio takes the official "fill-zero" path: window 200, hop 80, rFFT 256, Nyquist
+bin dropped and 129 zero bins appended, so the same 16 kHz bank sees nothing above 4 kHz.
+
+Utterances are framed one by one (exactly the single-utterance features) and then transformed
+together; the batch is right-padded with 0.0 in the log-mel domain, as the official processor does.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from speechkit.audio.io import FILL_ZERO_RATE, SAMPLE_RATE
+from speechkit.errors import AudioError
+
+N_MELS = 80
+N_FFT = 512
+WIN_LENGTH = 400  # 25 ms at 16 kHz
+HOP_LENGTH = 160  # 10 ms at 16 kHz
+PREEMPHASIS = 0.97
+INT16_SCALE = 32768.0  # the official code scales [-1, 1] floats to int16 magnitudes
+MEL_FMAX = 7690.0
+LOG_FLOOR = 1.0
+FRAMES_PER_CHUNK = 512  # float64 frames processed at a time (2 MB): stays in cache
+
+
+def _kaldi_mel(freq: np.ndarray | float) -> np.ndarray:
+    return 1127.0 * np.log(1.0 + np.asarray(freq, dtype=np.float64) / 700.0)
+
+
+def speechlib_mel_bank(
+    n_mels: int = N_MELS,
+    n_fft: int = N_FFT,
+    sample_rate: int = SAMPLE_RATE,
+    fmin: float = 0.0,
+    fmax: float = MEL_FMAX,
+) -> np.ndarray:
+    """The SpeechLib "FbankFC" mel bank of the official extractor (reference A.6).
+
+    Triangles are linear in Kaldi mel space (1127 ln(1 + f/700)); only FFT bins in
+    [round(fmin*n_fft/sr) + 1, round(fmax*n_fft/sr)) are eligible (bins 1..245 for the
+    released settings), which is where it differs from transformers' ``mel_filter_bank``.
+
+    Returns:
+        float32 array of shape (n_mels, n_fft // 2 + 1).
+    """
+    n_bins = n_fft // 2 + 1
+    centers = np.linspace(0.0, _kaldi_mel(fmax), n_mels + 2)
+    spacing = centers[1] - centers[0]
+    # int(x + 0.5), not np.round: the official code rounds half up
+    k_lo = int(fmin * n_fft / sample_rate + 0.5) + 1
+    k_hi = int(fmax * n_fft / sample_rate + 0.5)
+    bank = np.zeros((n_mels, n_bins), dtype=np.float64)
+    bins = np.arange(k_lo, k_hi)
+    mel = _kaldi_mel(bins * sample_rate / n_fft)
+    for m in range(n_mels):
+        inside = (centers[m] < mel) & (mel < centers[m + 2])
+        bank[m, bins[inside]] = 1.0 - np.abs(centers[m + 1] - mel[inside]) / spacing
+    return bank.astype(np.float32)
+
+
+def num_frames(num_samples: int, sample_rate: int = SAMPLE_RATE) -> int:
+    """Feature frames for a waveform of ``num_samples`` (100 frames/s at either rate)."""
+    win, hop = _window_and_hop(sample_rate)
+    if num_samples < win:
+        return 0
+    return (num_samples - win) // hop + 1
+
+
+def num_audio_tokens(num_samples: int, sample_rate: int = SAMPLE_RATE, time_reduction: int = 8) -> int:
+    """Audio tokens (encoder outputs, decoder placeholders) for ``num_samples``: ceil(frames / 8)."""
+    return math.ceil(num_frames(num_samples, sample_rate) / time_reduction)
+
+
+def _window_and_hop(sample_rate: int) -> tuple[int, int]:
+    if sample_rate == SAMPLE_RATE:
+        return WIN_LENGTH, HOP_LENGTH
+    if sample_rate == FILL_ZERO_RATE:
+        return WIN_LENGTH // 2, HOP_LENGTH // 2
+    raise AudioError(
+        f"the front end takes 16000 or 8000 Hz audio, got {sample_rate} Hz; load it with speechkit.audio.load_audio"
+    )
+
+
+def _fft_size(sample_rate: int) -> int:
+    # same 31.25 Hz bin spacing at both rates
+    return N_FFT if sample_rate == SAMPLE_RATE else N_FFT // 2
+
+
+@dataclass(frozen=True)
+class Features:
+    """A padded batch of log-mel features.
+
+    Attributes:
+        values: (B, T_max, 80) float32 log-mel, right-padded with 0.0.
+        lengths: (B,) int64 valid frames per item.
+    """
+
+    values: torch.Tensor
+    lengths: torch.Tensor
+
+    def to(self, device: torch.device | str) -> Features:
+        return Features(self.values.to(device, non_blocking=True), self.lengths.to(device))
+
+
+class LogMelFrontend:
+    """Batched official log-mel extractor; holds the mel bank and windows per device.
+
+    Numerics follow the official code where it matters at the 1e-4 level: pre-emphasis and the
+    x32768 scaling in float32, then window and FFT in float64 (low-energy bins are sensitive to
+    the rounding of the float32 frames, so these must round exactly as the official frames do).
+    """
+
+    def __init__(self, device: torch.device | str = "cpu") -> None:
+        self.device = torch.device(device)
+        self.bank = torch.from_numpy(speechlib_mel_bank()).T.contiguous().to(self.device)  # (257, 80)
+        self.windows = {
+            rate: torch.hamming_window(_window_and_hop(rate)[0], periodic=False, dtype=torch.float64).to(
+                self.device
+            )
+            for rate in (SAMPLE_RATE, FILL_ZERO_RATE)
+        }
+
+    def _frames(self, emph: torch.Tensor, starts: torch.Tensor, sample_rate: int) -> torch.Tensor:
+        """(T, n_fft) windowed, zero-padded float64 frames from the pre-emphasised stream."""
+        win, hop = _window_and_hop(sample_rate)
+        frames = torch.zeros(starts.numel(), _fft_size(sample_rate), dtype=torch.float64, device=emph.device)
+        frames[:, :win] = emph.unfold(0, win, hop)
+        # the official filter restarts in every frame: the first sample's predecessor is itself
+        frames[:, 0] = (starts - PREEMPHASIS * starts) * INT16_SCALE
+        frames[:, :win] *= self.windows[sample_rate]
+        return frames
+
+    def _logmel(self, frames: torch.Tensor, sample_rate: int) -> torch.Tensor:
+        spec = torch.fft.rfft(frames, dim=-1)
+        power = (spec.real.square() + spec.imag.square()).to(torch.float32)
+        if sample_rate == FILL_ZERO_RATE:
+            # drop the 4 kHz Nyquist bin, then zeros up to the 16 kHz bin count (reference A.8)
+            power = torch.nn.functional.pad(power[:, :-1], (0, N_FFT // 2 + 1 - (power.shape[1] - 1)))
+        return torch.log(torch.clamp(power @ self.bank, min=LOG_FLOOR))
+
+    def utterance(self, wave: torch.Tensor | np.ndarray, sample_rate: int = SAMPLE_RATE) -> torch.Tensor:
+        """(T, 80) float32 log-mel of one mono waveform in [-1, 1] (16 kHz, or 8 kHz fill-zero)."""
+        wave = torch.as_tensor(wave).to(self.device, torch.float32)
+        win, hop = _window_and_hop(sample_rate)
+        if wave.numel() < win:
+            raise AudioError(
+                f"audio of {wave.numel()} samples at {sample_rate} Hz is shorter than one 25 ms window ({win} samples)"
+            )
+        n = (wave.numel() - win) // hop + 1
+        # pre-emphasis once on the stream (float32, rounding exactly as the official frames do)
+        emph = torch.empty_like(wave)
+        emph[1:] = (wave[1:] - PREEMPHASIS * wave[:-1]) * INT16_SCALE
+        out = torch.empty(n, N_MELS, device=self.device)
+        # frames in cache-sized chunks: float64 frames of a long file would not fit in cache
+        for first in range(0, n, FRAMES_PER_CHUNK):
+            last = min(n, first + FRAMES_PER_CHUNK)
+            chunk = emph[first * hop : (last - 1) * hop + win]
+            starts = wave[first * hop : (last - 1) * hop + 1 : hop]
+            out[first:last] = self._logmel(self._frames(chunk, starts, sample_rate), sample_rate)
+        return out
+
+    def __call__(
+        self, waves: list[torch.Tensor | np.ndarray], sample_rates: list[int] | int = SAMPLE_RATE
+    ) -> Features:
+        """Log-mel features for a batch of mono waveforms, each computed alone, then right-padded with 0.0.
+
+        Args:
+            waves: B 1-D float waveforms in [-1, 1] (16 kHz, or 8 kHz for the fill-zero path).
+            sample_rates: one rate for all, or one per waveform.
+
+        Returns:
+            :class:`Features` on this front end's device.
+        """
+        if isinstance(sample_rates, int):
+            sample_rates = [sample_rates] * len(waves)
+        feats = [self.utterance(w, r) for w, r in zip(waves, sample_rates, strict=True)]
+        lengths = torch.tensor([f.shape[0] for f in feats], dtype=torch.int64)
+        out = torch.zeros(len(feats), int(lengths.max()), N_MELS, device=self.device)
+        for i, f in enumerate(feats):
+            out[i, : f.shape[0]] = f
+        return Features(out, lengths)

@@ -1,0 +1,243 @@
+"""Tiny random checkpoints in the official Phi-4-multimodal layout, for tests.
+
+The writer works from the official key names and shapes alone (reference G.2), not from
+speechkit's modules, so a test that loads what it wrote checks the converter independently.
+Every tensor is random, including GLU biases, normaliser statistics, norms and LoRA B: the
+zeros and ones that initialisers produce would hide bugs.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import save_file
+
+from speechkit.model.convert_official import AUDIO_PREFIX, VISION_PREFIX
+
+RELEASED_CONFIG = Path(__file__).with_name("released_config.json")
+
+PREPROCESSOR_CONFIG = {
+    "audio_compression_rate": 8,
+    "audio_downsample_rate": 1,
+    "audio_feat_stride": 1,
+    "dynamic_hd": 36,
+    "feature_extractor_type": "Phi4MMAudioFeatureExtractor",
+    "image_processor_type": "Phi4MMImageProcessor",
+    "processor_class": "Phi4MMProcessor",
+}
+
+
+def released_config() -> dict[str, Any]:
+    """The released model's official ``config.json`` as a dict."""
+    return json.loads(RELEASED_CONFIG.read_text())
+
+
+def tiny_config(
+    *,
+    encoder_dim: int = 64,
+    encoder_heads: int = 4,
+    encoder_blocks: int = 2,
+    decoder_dim: int = 64,
+    decoder_layers: int = 2,
+    lora_rank: int = 8,
+) -> dict[str, Any]:
+    """The released ``config.json`` with sizes shrunk; ids, vocabulary and RoPE ranges unchanged."""
+    cfg = copy.deepcopy(released_config())
+    audio = cfg["audio_processor"]["config"]
+    audio.update(
+        attention_dim=encoder_dim,
+        attention_heads=encoder_heads,
+        linear_units=encoder_dim * 3 // 4,
+        num_blocks=encoder_blocks,
+        nemo_conv_settings={"conv_channels": encoder_dim // 2},
+        ext_pw_out_channel=encoder_dim,
+        depthwise_seperable_out_channel=encoder_dim,
+    )
+    heads = 4
+    head_dim = decoder_dim // heads
+    rotary_half = int(head_dim * cfg["partial_rotary_factor"]) // 2
+    long = cfg["rope_scaling"]["long_factor"]
+    cfg.update(
+        hidden_size=decoder_dim,
+        intermediate_size=decoder_dim * 3 // 2,
+        num_hidden_layers=decoder_layers,
+        num_attention_heads=heads,
+        num_key_value_heads=2,
+        rope_scaling={
+            "type": "longrope",
+            # short factors not all ones either, so a wrong choice of table shows
+            "short_factor": [1.0 + 0.05 * i for i in range(rotary_half)],
+            "long_factor": [long[i * len(long) // rotary_half] for i in range(rotary_half)],
+        },
+    )
+    cfg["speech_lora"].update(r=lora_rank, lora_alpha=2 * lora_rank)
+    cfg["vision_lora"].update(r=lora_rank // 2, lora_alpha=lora_rank)
+    return cfg
+
+
+def official_shapes(cfg: dict[str, Any]) -> dict[str, tuple[int, ...]]:
+    """Every tensor of an official checkpoint's speech path (plus LoRAs and a stub vision tower)."""
+    a = cfg["audio_processor"]["config"]
+    d, u, ch, heads = (
+        a["attention_dim"],
+        a["linear_units"],
+        a["nemo_conv_settings"]["conv_channels"],
+        a["attention_heads"],
+    )
+    freq = a["input_size"]
+    for _ in range(3):
+        freq = (freq - 1) // 2 + 1
+    enc = AUDIO_PREFIX + "encoder."
+    shapes: dict[str, tuple[int, ...]] = {
+        enc + "encoder_embedding.global_mean": (a["input_size"],),
+        enc + "encoder_embedding.global_invstd": (a["input_size"],),
+        enc + "embed.conv.0.weight": (ch, 1, 3, 3),
+        enc + "embed.conv.0.bias": (ch,),
+        enc + "embed.out.weight": (d, ch * freq),
+        enc + "embed.out.bias": (d,),
+        enc + "relative_attention_bias_layer.bias_values.weight": (
+            2 * a["relative_attention_bias_args"]["t5_bias_max_distance"],
+            heads,
+        ),
+    }
+    for i in (2, 5):
+        shapes |= {
+            enc + f"embed.conv.{i}.weight": (ch, 1, 3, 3),
+            enc + f"embed.conv.{i}.bias": (ch,),
+            enc + f"embed.conv.{i + 1}.weight": (ch, ch, 1, 1),
+            enc + f"embed.conv.{i + 1}.bias": (ch,),
+        }
+    for b in range(a["num_blocks"]):
+        p = enc + f"encoders.{b}."
+        for ff in ("feed_forward_in", "feed_forward_out"):
+            shapes |= {
+                p + f"{ff}.layer_norm.weight": (d,),
+                p + f"{ff}.layer_norm.bias": (d,),
+                p + f"{ff}.net.0.linear.weight": (2 * u, d),
+                p + f"{ff}.net.0.linear.bias": (2 * u,),
+                p + f"{ff}.net.2.weight": (d, u),
+                p + f"{ff}.net.2.bias": (d,),
+            }
+        for lin in ("linear_q", "linear_k", "linear_v", "linear_out"):
+            shapes |= {p + f"self_attn.{lin}.weight": (d, d), p + f"self_attn.{lin}.bias": (d,)}
+        shapes |= {
+            p + "conv.layer_norm.weight": (d,),
+            p + "conv.layer_norm.bias": (d,),
+            p + "conv.glu.ext_pw_conv_1d.weight": (2 * d, d, 1),
+            p + "conv.glu.ext_pw_conv_1d.bias": (2 * d,),
+            p + "conv.glu.b1": (1, d, 1),
+            p + "conv.glu.b2": (1, d, 1),
+            p + "conv.dw_sep_conv_1d.dw_conv.weight": (d, 1, a["kernel_size"]),
+            p + "conv.dw_sep_conv_1d.dw_conv.bias": (d,),
+            p + "conv.dw_sep_conv_1d.pw_conv.weight": (d, d, 1),
+            p + "conv.dw_sep_conv_1d.pw_conv.bias": (d,),
+            p + "conv.ext_pw_conv_1d.weight": (d, d, 1),
+            p + "conv.ext_pw_conv_1d.bias": (d,),
+            p + "layer_norm_att.weight": (d,),
+            p + "layer_norm_att.bias": (d,),
+            p + "layer_norm.weight": (d,),
+            p + "layer_norm.bias": (d,),
+        }
+    hidden = cfg["hidden_size"]
+    for proj in ("speech", "vision"):
+        p = AUDIO_PREFIX + f"audio_projection.{proj}."
+        shapes |= {
+            p + "0.weight": (hidden, d),
+            p + "0.bias": (hidden,),
+            p + "2.weight": (hidden, hidden),
+            p + "2.bias": (hidden,),
+        }
+    return (
+        shapes
+        | _decoder_shapes(cfg)
+        | {
+            # a stand-in for the vision tower: the loader must skip it without reading it
+            VISION_PREFIX + "img_processor.embeddings.patch_embedding.weight": (8, 3, 2, 2),
+            VISION_PREFIX + "glb_GN": (1, 1, 8),
+        }
+    )
+
+
+def _decoder_shapes(cfg: dict[str, Any]) -> dict[str, tuple[int, ...]]:
+    hidden, inter = cfg["hidden_size"], cfg["intermediate_size"]
+    head_dim = hidden // cfg["num_attention_heads"]
+    qkv = (cfg["num_attention_heads"] + 2 * cfg["num_key_value_heads"]) * head_dim
+    outs_ins = {
+        "self_attn.qkv_proj": (qkv, hidden),
+        "self_attn.o_proj": (hidden, hidden),
+        "mlp.gate_up_proj": (2 * inter, hidden),
+        "mlp.down_proj": (hidden, inter),
+    }
+    shapes: dict[str, tuple[int, ...]] = {
+        "model.embed_tokens.weight": (cfg["vocab_size"], hidden),
+        "model.norm.weight": (hidden,),
+    }
+    for i in range(cfg["num_hidden_layers"]):
+        p = f"model.layers.{i}."
+        shapes |= {p + "input_layernorm.weight": (hidden,), p + "post_attention_layernorm.weight": (hidden,)}
+        for name, (out, inp) in outs_ins.items():
+            shapes[p + f"{name}.base_layer.weight"] = (out, inp)
+            for adapter, rank in (("speech", cfg["speech_lora"]["r"]), ("vision", cfg["vision_lora"]["r"])):
+                shapes[p + f"{name}.lora_A.{adapter}.weight"] = (rank, inp)
+                shapes[p + f"{name}.lora_B.{adapter}.weight"] = (out, rank)
+    return shapes
+
+
+def random_tensor(key: str, shape: tuple[int, ...], generator: torch.Generator) -> torch.Tensor:
+    """A random value for ``key`` on a sensible scale (norm weights near 1, invstd positive)."""
+    if key.endswith("global_mean"):
+        return 6.0 + 2.0 * torch.rand(shape, generator=generator)
+    if key.endswith("global_invstd"):
+        return 0.2 + 0.3 * torch.rand(shape, generator=generator)
+    x = torch.randn(shape, generator=generator)
+    if "norm" in key and len(shape) == 1:
+        return 1.0 + 0.2 * x
+    if len(shape) == 1 or key.endswith((".b1", ".b2")):
+        return 0.1 * x
+    fan_in = 1
+    for s in shape[1:]:
+        fan_in *= s
+    scale = 0.02 if "embed_tokens" in key else fan_in**-0.5
+    if "lora_B" in key:
+        scale = 0.5 * scale  # non-zero, so LoRA changes the output measurably
+    return scale * x
+
+
+def write_tiny_checkpoint(
+    root: str | Path, cfg: dict[str, Any] | None = None, *, seed: int = 0, dtype: torch.dtype = torch.bfloat16
+) -> Path:
+    """Write a random checkpoint in the official layout to ``root`` and return it.
+
+    Files: config.json, generation_config.json, preprocessor_config.json, tokenizer.json (special
+    tokens at the released ids), two safetensors shards and model.safetensors.index.json.
+    """
+    from speechkit.testing.tokenizer import write_tiny_tokenizer
+
+    root = Path(root)
+    root.mkdir(parents=True, exist_ok=True)
+    cfg = cfg or tiny_config()
+    gen = torch.Generator().manual_seed(seed)
+    tensors = {k: random_tensor(k, s, gen).to(dtype).contiguous() for k, s in official_shapes(cfg).items()}
+    # like the release: the decoder's first half in shard 1, the rest (and the audio tower) in shard 2
+    names = list(tensors)
+    first = {k for k in names if k.startswith("model.layers.0.") or k == "model.embed_tokens.weight"}
+    shards = {
+        "model-00001-of-00002.safetensors": [k for k in names if k in first],
+        "model-00002-of-00002.safetensors": [k for k in names if k not in first],
+    }
+    weight_map = {}
+    for fname, keys in shards.items():
+        save_file({k: tensors[k] for k in keys}, str(root / fname), metadata={"format": "pt"})
+        weight_map |= dict.fromkeys(keys, fname)
+    total = sum(t.numel() * t.element_size() for t in tensors.values())
+    (root / "model.safetensors.index.json").write_text(
+        json.dumps({"metadata": {"total_size": total}, "weight_map": weight_map}, indent=2)
+    )
+    (root / "config.json").write_text(json.dumps(cfg, indent=2))
+    (root / "preprocessor_config.json").write_text(json.dumps(PREPROCESSOR_CONFIG, indent=2))
+    write_tiny_tokenizer(root)
+    return root
