@@ -1,0 +1,1 @@
+"""Training: the demo corpus (data) and, later, the training loop."""
