@@ -1,0 +1,1 @@
+"""Drivers: generation, batching and the task pipeline over a loaded speech model."""

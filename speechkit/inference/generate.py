@@ -1,0 +1,140 @@
+"""Batched greedy decoding with a static KV cache over the speech model.
+
+Prompts of unequal length are left-padded (positions from the mask, as in the official code),
+so each row gets the tokens it would get alone (fp32). When the sequence crosses LongRoPE's
+``original_max_position_embeddings``, the prefix is recomputed with the long factors, as the
+official implementation does (keys cached under the short factors would be inconsistent).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from speechkit.errors import ConfigError
+from speechkit.inference.repetition import loop_start
+from speechkit.model.decoder import position_ids_from_mask
+from speechkit.model.encoder import EncoderOutput
+from speechkit.model.speech_model import SpeechModel
+
+
+@dataclass(frozen=True)
+class Generation:
+    """One decoded hypothesis.
+
+    Attributes:
+        tokens: generated ids, stop token excluded (and a detected loop cut to one copy).
+        avg_logprob: mean log-probability of every sampled token (stop token and cut loop included).
+        stop: ``stop`` (a stop id), ``length`` (max_new_tokens reached) or ``repetition``.
+    """
+
+    tokens: tuple[int, ...]
+    avg_logprob: float
+    stop: str
+
+
+@dataclass
+class _Row:
+    limit: int
+    tokens: list[int]
+    logprob: float = 0.0  # sum over every sampled token
+    sampled: int = 0
+    stop: str | None = None
+
+
+@torch.inference_mode()
+def generate(
+    model: SpeechModel,
+    prompts: list[list[int]],
+    audio: EncoderOutput | None,
+    *,
+    max_new_tokens: list[int],
+    stop_ids: tuple[int, ...],
+    pad_id: int,
+) -> list[Generation]:
+    """Greedy-decode a batch of prompts whose audio tokens take ``audio``'s clips in order.
+
+    Args:
+        prompts: token ids per row (audio placeholders already expanded).
+        audio: speech embeddings, one clip per audio placeholder run, or None for text-only.
+        max_new_tokens: per-row cap on generated tokens (stop token included).
+        stop_ids: generation ends at any of these.
+        pad_id: id used to left-pad shorter prompts (masked out, never attended).
+    """
+    decoder = model.decoder
+    device = decoder.embed_tokens.weight.device
+    batch, prompt_len = len(prompts), max(len(p) for p in prompts)
+    total = prompt_len + max(max_new_tokens)
+    limit = decoder.config.rope.max_position_embeddings
+    if total > limit:
+        raise ConfigError(
+            f"prompt of {prompt_len} tokens plus {max(max_new_tokens)} new tokens exceeds the model's "
+            f"context of {limit} tokens; shorten the audio or lower --max-new-tokens"
+        )
+    ids = torch.full((batch, total), pad_id, dtype=torch.long, device=device)
+    mask = torch.ones(batch, total, dtype=torch.long, device=device)
+    for i, p in enumerate(prompts):
+        ids[i, prompt_len - len(p) : prompt_len] = torch.tensor(p, device=device)
+        mask[i, : prompt_len - len(p)] = 0
+    positions = position_ids_from_mask(mask)
+    stops = torch.tensor(stop_ids, device=device)
+    rows = [_Row(n, []) for n in max_new_tokens]
+    cache = decoder.allocate_cache(batch, total)
+
+    length = prompt_len  # tokens in the cache after the next forward
+    regime = decoder.regime_for(length)
+    embeds = model.embed_inputs(ids[:, :length], audio)
+    hidden = decoder(
+        embeds,
+        positions[:, :length],
+        cache=cache,
+        cache_position=torch.arange(length, device=device),
+        attention_mask=mask,
+        regime=regime,
+    )
+    while True:
+        logprobs = torch.log_softmax(decoder.logits(hidden[:, -1]).float(), dim=-1)
+        best, token = logprobs.max(dim=-1)
+        is_stop = torch.isin(token, stops)
+        _advance(rows, token.tolist(), best.tolist(), is_stop.tolist())
+        if all(r.stop is not None for r in rows):
+            break
+        ids[:, length] = token
+        length += 1
+        step_regime = decoder.regime_for(length)
+        if step_regime != regime:
+            # crossing into the long RoPE regime: recompute the whole prefix under it
+            regime, start = step_regime, 0
+            embeds = model.embed_inputs(ids[:, :length], audio)
+        else:
+            start = length - 1
+            embeds = decoder.embed(ids[:, start:length])
+        hidden = decoder(
+            embeds,
+            positions[:, start:length],
+            cache=cache,
+            cache_position=torch.arange(start, length, device=device),
+            attention_mask=mask,
+            regime=regime,
+        )
+    return [Generation(tuple(r.tokens), r.logprob / r.sampled, r.stop) for r in rows]
+
+
+def _advance(rows: list[_Row], tokens: list[int], logprobs: list[float], is_stop: list[bool]) -> None:
+    for row, token, logprob, stop in zip(rows, tokens, logprobs, is_stop, strict=True):
+        if row.stop is not None:
+            continue
+        row.logprob += logprob
+        row.sampled += 1
+        if stop:
+            row.stop = "stop"
+            continue
+        row.tokens.append(token)
+        loop = loop_start(row.tokens)
+        if loop is not None:
+            start, period = loop
+            del row.tokens[start + period :]
+            row.stop = "repetition"
+        elif len(row.tokens) >= row.limit:
+            row.stop = "length"

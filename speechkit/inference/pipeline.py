@@ -1,0 +1,219 @@
+"""Tasks over a loaded speech model: transcribe, translate (direct or chain-of-thought), summarize, ask.
+
+Clips are sorted by length and decoded in batches (features, encoder and decoder batched), then
+returned in input order. The single-clip path is canonical: batching does not change results (fp32).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from speechkit.audio import LogMelFrontend, Waveform, load_audio
+from speechkit.errors import ConfigError
+from speechkit.inference.generate import Generation, generate
+from speechkit.model.loader import LoadedModel, LoraMode, load_speech_model
+from speechkit.text.prompts import PromptSpec, Task, encode_prompt, resolve_language, split_cot
+
+AudioInput = str | Path | bytes | np.ndarray | torch.Tensor | Waveform
+
+# default cap on new tokens: a fixed allowance plus a rate per second of audio, generous next
+# to speech (about 3 words/s); chain of thought emits two texts; free-form answers get a flat cap
+_BASE_NEW_TOKENS = 32
+_NEW_TOKENS_PER_SECOND = {Task.ASR: 8.0, Task.AST: 8.0, Task.AST_COT: 16.0}
+_FREE_FORM_NEW_TOKENS = 1024
+
+
+def default_max_new_tokens(task: Task, duration_s: float) -> int:
+    """Cap on generated tokens when the user sets none, scaled to the audio duration."""
+    rate = _NEW_TOKENS_PER_SECOND.get(task)
+    if rate is None:
+        return _FREE_FORM_NEW_TOKENS
+    return _BASE_NEW_TOKENS + math.ceil(rate * duration_s)
+
+
+@dataclass(frozen=True)
+class DecodeOptions:
+    """Run-time decoding options (the CLI flags mirror these fields)."""
+
+    batch_size: int = 8
+    max_new_tokens: int | None = None  # None: scaled to each clip's duration
+
+    def __post_init__(self) -> None:
+        if self.batch_size < 1:
+            raise ConfigError(f"batch_size={self.batch_size} must be >= 1")
+        if self.max_new_tokens is not None and self.max_new_tokens < 1:
+            raise ConfigError(f"max_new_tokens={self.max_new_tokens} must be >= 1")
+
+
+@dataclass(frozen=True)
+class Result:
+    """One clip's output. ``text`` is the task's output (the translation for AST and CoT; the whole
+    output when a CoT answer has no ``<sep>``); ``transcript``/``translation`` are the CoT parts."""
+
+    source: str
+    task: str
+    language: str | None
+    target_language: str | None
+    text: str
+    transcript: str | None
+    translation: str | None
+    tokens: tuple[int, ...]
+    avg_logprob: float
+    flags: tuple[str, ...]
+    duration: float
+
+
+class Pipeline:
+    """A loaded model plus its tokenizer and front end; every task is a plain method call."""
+
+    def __init__(self, loaded: LoadedModel) -> None:
+        self.loaded = loaded
+        self.model = loaded.model
+        self.tokenizer = loaded.tokenizer
+        self.device = loaded.model.decoder.embed_tokens.weight.device
+        self.frontend = LogMelFrontend(self.device)
+
+    @classmethod
+    def load(
+        cls,
+        model: str | Path,
+        *,
+        device: str = "auto",
+        dtype: str = "auto",
+        lora: LoraMode = "merged",
+    ) -> Pipeline:
+        """Load a checkpoint (hub id or directory); ``auto`` picks CUDA + bf16 when available, else CPU + fp32."""
+        dev = resolve_device(device)
+        return cls(load_speech_model(model, device=dev, dtype=resolve_dtype(dtype, dev), lora=lora))
+
+    def transcribe(
+        self,
+        audio: Sequence[AudioInput],
+        *,
+        language: str | None = None,
+        prompt: str | None = None,
+        options: DecodeOptions = DecodeOptions(),
+    ) -> list[Result]:
+        """Speech recognition; ``language`` is a recorded hint (the model's ASR prompt is language-agnostic)."""
+        if language is not None:
+            resolve_language(language)
+        return self.run(audio, PromptSpec(Task.ASR, context=prompt), options, language=language)
+
+    def translate(
+        self,
+        audio: Sequence[AudioInput],
+        *,
+        to: str,
+        cot: bool = False,
+        language: str | None = None,
+        prompt: str | None = None,
+        options: DecodeOptions = DecodeOptions(),
+    ) -> list[Result]:
+        """Speech translation into ``to``; ``cot`` first transcribes, then translates (split at ``<sep>``)."""
+        spec = PromptSpec(Task.AST_COT if cot else Task.AST, language=to, context=prompt)
+        return self.run(audio, spec, options, language=language)
+
+    def summarize(
+        self, audio: Sequence[AudioInput], *, prompt: str | None = None, options: DecodeOptions = DecodeOptions()
+    ) -> list[Result]:
+        return self.run(audio, PromptSpec(Task.SUMMARIZE, context=prompt), options)
+
+    def ask(
+        self, audio: Sequence[AudioInput], *, prompt: str | None = None, options: DecodeOptions = DecodeOptions()
+    ) -> list[Result]:
+        """Spoken question answering: the question is in the audio (empty task prompt)."""
+        return self.run(audio, PromptSpec(Task.QA, context=prompt), options)
+
+    def run(
+        self,
+        audio: Sequence[AudioInput],
+        spec: PromptSpec,
+        options: DecodeOptions = DecodeOptions(),
+        *,
+        language: str | None = None,
+        on_result: Callable[[int, Result], None] | None = None,
+    ) -> list[Result]:
+        """Decode every clip with one prompt; results in input order (``on_result`` sees each as it is done)."""
+        waves = [a if isinstance(a, Waveform) else load_audio(a) for a in audio]
+        order = sorted(range(len(waves)), key=lambda i: -waves[i].duration)
+        results: list[Result | None] = [None] * len(waves)
+        for first in range(0, len(order), options.batch_size):
+            idx = order[first : first + options.batch_size]
+            for i, result in zip(idx, self._decode([waves[i] for i in idx], spec, options, language), strict=True):
+                results[i] = result
+                if on_result is not None:
+                    on_result(i, result)
+        return results  # type: ignore[return-value]
+
+    @torch.inference_mode()
+    def _decode(
+        self, waves: list[Waveform], spec: PromptSpec, options: DecodeOptions, language: str | None
+    ) -> list[Result]:
+        feats = self.frontend([w.samples for w in waves], [w.sample_rate for w in waves])
+        audio = self.model.audio(feats.values, feats.lengths if len(waves) > 1 else None)
+        text = spec.text()
+        prompts = [encode_prompt(self.tokenizer, text, int(n)) for n in audio.lengths]
+        caps = [options.max_new_tokens or default_max_new_tokens(spec.task, w.duration) for w in waves]
+        gens = generate(
+            self.model,
+            prompts,
+            audio,
+            max_new_tokens=caps,
+            stop_ids=self.tokenizer.stop_ids,
+            pad_id=self.tokenizer.special.endoftext,
+        )
+        target = None if spec.language is None else resolve_language(spec.language).code
+        return [self._result(w, g, spec.task, language, target) for w, g in zip(waves, gens, strict=True)]
+
+    def _result(self, wave: Waveform, gen: Generation, task: Task, language: str | None, target: str | None) -> Result:
+        text = self.tokenizer.decode(gen.tokens).strip()
+        flags = [] if gen.stop == "stop" else [gen.stop]  # "repetition" or "length"
+        transcript = translation = None
+        if task is Task.AST_COT:
+            parts = split_cot(text)
+            transcript, translation = parts.transcript, parts.translation
+            if translation is None:
+                flags.append("no_sep")  # the whole output stays in text
+            else:
+                text = translation
+        return Result(
+            wave.source,
+            task.value,
+            language,
+            target,
+            text,
+            transcript,
+            translation,
+            gen.tokens,
+            gen.avg_logprob,
+            tuple(flags),
+            wave.duration,
+        )
+
+
+def resolve_device(device: str) -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"--device {device}: CUDA is not available here; use --device cpu")
+    try:
+        return torch.device(device)
+    except RuntimeError:
+        raise ConfigError(f"--device {device!r}: expected auto, cpu or cuda[:N]") from None
+
+
+_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
+    if dtype == "auto":
+        return torch.bfloat16 if device.type == "cuda" else torch.float32
+    if dtype not in _DTYPES:
+        raise ConfigError(f"--dtype {dtype!r}: choose auto, {', '.join(_DTYPES)}")
+    return _DTYPES[dtype]
