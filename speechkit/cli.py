@@ -16,6 +16,7 @@ from speechkit.errors import SpeechkitError
 
 # module paths that define ``register(subparsers)``; order is the order in --help
 COMMAND_MODULES: tuple[str, ...] = (
+    "speechkit.inference.cli",
     "speechkit.scoring.cli",
     "speechkit.evaluation.cli",
 )

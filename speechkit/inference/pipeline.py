@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from speechkit.audio import LogMelFrontend, Waveform, load_audio
-from speechkit.errors import ConfigError
+from speechkit.errors import ConfigError, SpeechkitError
 from speechkit.inference.generate import Generation, generate
 from speechkit.model.loader import LoadedModel, LoraMode, load_speech_model
 from speechkit.text.prompts import PromptSpec, Task, encode_prompt, resolve_language, split_cot
@@ -138,18 +138,50 @@ class Pipeline:
         *,
         language: str | None = None,
         on_result: Callable[[int, Result], None] | None = None,
-    ) -> list[Result]:
-        """Decode every clip with one prompt; results in input order (``on_result`` sees each as it is done)."""
-        waves = [a if isinstance(a, Waveform) else load_audio(a) for a in audio]
-        order = sorted(range(len(waves)), key=lambda i: -waves[i].duration)
+        on_error: Callable[[int, SpeechkitError], None] | None = None,
+    ) -> list[Result | None]:
+        """Decode every clip with one prompt; results in input order.
+
+        ``on_result(i, result)`` sees each result as soon as its batch is done. Without ``on_error``
+        the first failure raises; with it, a failing clip is reported there (its slot stays None)
+        and every other clip is still decoded.
+        """
+        waves: list[Waveform | None] = []
+        for i, a in enumerate(audio):
+            try:
+                waves.append(a if isinstance(a, Waveform) else load_audio(a))
+            except SpeechkitError as err:
+                if on_error is None:
+                    raise
+                on_error(i, err)
+                waves.append(None)
+        order = sorted((i for i, w in enumerate(waves) if w is not None), key=lambda i: -waves[i].duration)
         results: list[Result | None] = [None] * len(waves)
         for first in range(0, len(order), options.batch_size):
             idx = order[first : first + options.batch_size]
-            for i, result in zip(idx, self._decode([waves[i] for i in idx], spec, options, language), strict=True):
+            for i, result in self._decode_isolating(idx, waves, spec, options, language, on_error):
                 results[i] = result
                 if on_result is not None:
                     on_result(i, result)
-        return results  # type: ignore[return-value]
+        return results
+
+    def _decode_isolating(self, idx, waves, spec, options, language, on_error) -> list[tuple[int, Result]]:
+        try:
+            return list(zip(idx, self._decode([waves[i] for i in idx], spec, options, language), strict=True))
+        except SpeechkitError as err:
+            if on_error is None:
+                raise
+            if len(idx) == 1:
+                on_error(idx[0], err)
+                return []
+        # a batch failed: decode its clips one by one so only the failing ones are lost
+        done = []
+        for i in idx:
+            try:
+                done.append((i, self._decode([waves[i]], spec, options, language)[0]))
+            except SpeechkitError as err:
+                on_error(i, err)
+        return done
 
     @torch.inference_mode()
     def _decode(
@@ -160,6 +192,13 @@ class Pipeline:
         text = spec.text()
         prompts = [encode_prompt(self.tokenizer, text, int(n)) for n in audio.lengths]
         caps = [options.max_new_tokens or default_max_new_tokens(spec.task, w.duration) for w in waves]
+        context = self.model.config.decoder.rope.max_position_embeddings
+        for wave, prompt, cap in zip(waves, prompts, caps, strict=True):
+            if len(prompt) + cap > context:
+                raise ConfigError(
+                    f"{wave.source}: prompt of {len(prompt)} tokens plus {cap} new tokens exceeds the context of "
+                    f"{context} tokens; split the audio (long-form) or lower --max-new-tokens"
+                )
         gens = generate(
             self.model,
             prompts,
