@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from speechkit.audio.io import iter_audio_windows
-from speechkit.audio.vad_frames import FRAME_S, FrameScorer, FrameScores, music_filter
+from speechkit.audio.vad_frames import FRAME_S, FRAMES_PER_S, FrameScorer, FrameScores, music_filter
 from speechkit.errors import ConfigError
 
 VAD_METHODS = ("webrtc", "webrtc+music-filter", "silero")
@@ -58,7 +58,7 @@ class VadOptions:
     frame_ms: int = 30  # webrtcvad decision frame: 10, 20 or 30 ms
     silero_threshold: float = 0.5  # speech probability that starts speech (ends at threshold - 0.15)
     music_window_s: float = 1.0  # context of the music filter's statistics
-    min_energy_std_db: float = 3.0  # music filter: flagged frames must vary at least this much (dB)
+    min_energy_spread_db: float = 4.0  # music filter: flagged frames' energy must spread this much (dB)
     max_flux_db: float = 6.0  # music filter: and change spectrum by at most this much per 10 ms (dB)
     min_speech_s: float = 0.25
     min_silence_s: float = 0.3
@@ -77,7 +77,7 @@ class VadOptions:
             raise ConfigError(f"VAD frame_ms={self.frame_ms} must be 10, 20 or 30 (webrtcvad's frame sizes)")
         if not 0 < self.silero_threshold < 1:
             raise ConfigError(f"silero_threshold={self.silero_threshold} must be in (0, 1)")
-        for name in ("min_speech_s", "min_silence_s", "pad_s", "max_merge_gap_s", "min_energy_std_db"):
+        for name in ("min_speech_s", "min_silence_s", "pad_s", "max_merge_gap_s", "min_energy_spread_db"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name}={getattr(self, name)} must be >= 0")
         for name in ("music_window_s", "max_flux_db", "read_window_s"):
@@ -121,14 +121,15 @@ def segment_scores(scores: FrameScores, options: VadOptions) -> list[SpeechSegme
     """Steps 1-4 of the module docstring on one stream's frame scores (music filter first if chosen)."""
     speech = scores.speech
     if options.method == "webrtc+music-filter":
-        speech = music_filter(scores, options.music_window_s, options.min_energy_std_db, options.max_flux_db)
+        speech = music_filter(scores, options.music_window_s, options.min_energy_spread_db, options.max_flux_db)
     regions = _runs(speech)
     regions = _drop_short(_fill_gaps(regions, _frames(options.min_silence_s)), _frames(options.min_speech_s))
     regions = _pad(regions, _frames(options.pad_s), len(speech))
     cumulative_power = np.concatenate([[0.0], np.cumsum(10 ** (scores.energy_db.astype(np.float64) / 10))])
     regions = [piece for region in regions for piece in _split(region, cumulative_power, options)]
     regions = _merge(regions, _frames(options.max_merge_gap_s), _frames(options.max_segment_s))
-    return [SpeechSegment(a * FRAME_S, min(b * FRAME_S, scores.duration)) for a, b in regions]
+    # a / FRAMES_PER_S, not a * FRAME_S: 1899 * 0.01 is 18.990000000000002.
+    return [SpeechSegment(a / FRAMES_PER_S, min(b / FRAMES_PER_S, scores.duration)) for a, b in regions]
 
 
 def _scorer(options: VadOptions) -> FrameScorer:
