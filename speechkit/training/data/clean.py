@@ -65,7 +65,7 @@ def _plain(text: str) -> bool:
 
 def english_ok(text: str, cfg: CleanConfig) -> bool:
     """A speakable English sentence: cfg word range, capitalized, sentence-final punctuation, plain text."""
-    words = text.split()
+    words = [w for w in text.split() if any(c.isalnum() for c in w)]  # a menu-path " - " is no word
     return (
         cfg.min_words <= len(words) <= cfg.max_words
         and text[0].isupper()
