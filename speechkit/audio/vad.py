@@ -125,8 +125,7 @@ def segment_scores(scores: FrameScores, options: VadOptions) -> list[SpeechSegme
     regions = _runs(speech)
     regions = _drop_short(_fill_gaps(regions, _frames(options.min_silence_s)), _frames(options.min_speech_s))
     regions = _pad(regions, _frames(options.pad_s), len(speech))
-    cumulative_power = np.concatenate([[0.0], np.cumsum(10 ** (scores.energy_db.astype(np.float64) / 10))])
-    regions = [piece for region in regions for piece in _split(region, cumulative_power, options)]
+    regions = [piece for region in regions for piece in _split(region, scores.energy_db, options)]
     regions = _merge(regions, _frames(options.max_merge_gap_s), _frames(options.max_segment_s))
     # a / FRAMES_PER_S, not a * FRAME_S: 1899 * 0.01 is 18.990000000000002.
     return [SpeechSegment(a / FRAMES_PER_S, min(b / FRAMES_PER_S, scores.duration)) for a, b in regions]
@@ -172,16 +171,20 @@ def _pad(regions: list[Region], pad: int, total: int) -> list[Region]:
     return out
 
 
-def _split(region: Region, cumulative_power: np.ndarray, options: VadOptions) -> list[Region]:
+def _split(region: Region, energy_db: np.ndarray, options: VadOptions) -> list[Region]:
     limit, search, quiet = (_frames(s) for s in (options.max_segment_s, options.split_search_s, _QUIET_WINDOW_S))
-    total = len(cumulative_power) - 1
     pieces = []
     a, b = region
     while b - a > limit:
         # Mean power of the quiet window centred on each candidate cut in [a + limit - search, a + limit].
-        cuts = np.arange(max(a + 1, a + limit - search), a + limit + 1)
-        lo, hi = np.maximum(cuts - quiet // 2, 0), np.minimum(cuts + quiet - quiet // 2, total)
-        cut = int(cuts[np.argmin((cumulative_power[hi] - cumulative_power[lo]) / (hi - lo))])
+        first, last = max(a + 1, a + limit - search), a + limit
+        lo_frame, hi_frame = max(first - quiet // 2, 0), min(last + quiet - quiet // 2, len(energy_db))
+        power = 10 ** (energy_db[lo_frame:hi_frame].astype(np.float64) / 10)
+        cumulative = np.concatenate([[0.0], np.cumsum(power)])
+        cuts = np.arange(first, last + 1)
+        lo = np.maximum(cuts - quiet // 2, lo_frame) - lo_frame
+        hi = np.minimum(cuts + quiet - quiet // 2, hi_frame) - lo_frame
+        cut = int(cuts[np.argmin((cumulative[hi] - cumulative[lo]) / (hi - lo))])
         pieces.append((a, cut))
         a = cut
     return [*pieces, (a, b)]
