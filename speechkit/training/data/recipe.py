@@ -12,8 +12,6 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-import yaml
-
 from speechkit.errors import ConfigError
 from speechkit.training.data.config import DataConfig
 from speechkit.training.data.prepare import prepare
@@ -34,6 +32,10 @@ class RecipeDataConfig:
 
 def load_recipe_config(path: str | Path) -> RecipeDataConfig:
     """Parse ``path``; a missing file, bad YAML or bad value is a one-line ConfigError."""
+    try:
+        import yaml
+    except ImportError:
+        raise ConfigError("reading the recipe config needs PyYAML: pip install 'speechkit[train]'") from None
     path = Path(path)
     try:
         raw = yaml.safe_load(path.read_text("utf-8")) or {}
