@@ -5,13 +5,13 @@ from __future__ import annotations
 import pytest
 import torch
 
-from speechkit.testing.checkpoint import write_tiny_checkpoint
+from speechkit.testing.checkpoint import write_random_checkpoint
 
 
 @pytest.fixture(scope="session")
 def tiny_checkpoint(tmp_path_factory):
     """A random tiny checkpoint in the official layout (bf16 shards, index, configs, tokenizer)."""
-    return write_tiny_checkpoint(tmp_path_factory.mktemp("tiny") / "phi4mm-tiny", seed=0)
+    return write_random_checkpoint(tmp_path_factory.mktemp("tiny") / "phi4mm-tiny", seed=0)
 
 
 @pytest.fixture(autouse=True)

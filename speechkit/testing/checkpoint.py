@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import json
+import math
 from pathlib import Path
 from typing import Any
 
@@ -202,38 +203,44 @@ def random_tensor(key: str, shape: tuple[int, ...], generator: torch.Generator) 
     for s in shape[1:]:
         fan_in *= s
     scale = 0.02 if "embed_tokens" in key else fan_in**-0.5
-    if "lora_B" in key:
+    if "lora_B" in key or key.endswith(".lora_b"):
         scale = 0.5 * scale  # non-zero, so LoRA changes the output measurably
     return scale * x
 
 
-def write_tiny_checkpoint(
-    root: str | Path, cfg: dict[str, Any] | None = None, *, seed: int = 0, dtype: torch.dtype = torch.bfloat16
+def write_random_checkpoint(
+    root: str | Path,
+    cfg: dict[str, Any] | None = None,
+    *,
+    seed: int = 0,
+    dtype: torch.dtype = torch.bfloat16,
+    shard_bytes: int = 0,
+    device: str = "cpu",
 ) -> Path:
     """Write a random checkpoint in the official layout to ``root`` and return it.
 
     Files: config.json, generation_config.json, preprocessor_config.json, tokenizer.json (special
-    tokens at the released ids), two safetensors shards and model.safetensors.index.json.
+    tokens at the released ids), safetensors shards and model.safetensors.index.json. With the
+    default ``shard_bytes=0`` there are two shards (layer 0 and the embedding first, as released);
+    otherwise shards of about ``shard_bytes`` are written one at a time, so a full-size checkpoint
+    (``cfg=released_config()``) never sits in memory whole. ``device`` draws the random numbers.
     """
     from speechkit.testing.tokenizer import write_tiny_tokenizer
 
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
     cfg = cfg or tiny_config()
-    gen = torch.Generator().manual_seed(seed)
-    tensors = {k: random_tensor(k, s, gen).to(dtype).contiguous() for k, s in official_shapes(cfg).items()}
-    # like the release: the decoder's first half in shard 1, the rest (and the audio tower) in shard 2
-    names = list(tensors)
-    first = {k for k in names if k.startswith("model.layers.0.") or k == "model.embed_tokens.weight"}
-    shards = {
-        "model-00001-of-00002.safetensors": [k for k in names if k in first],
-        "model-00002-of-00002.safetensors": [k for k in names if k not in first],
-    }
-    weight_map = {}
-    for fname, keys in shards.items():
-        save_file({k: tensors[k] for k in keys}, str(root / fname), metadata={"format": "pt"})
-        weight_map |= dict.fromkeys(keys, fname)
-    total = sum(t.numel() * t.element_size() for t in tensors.values())
+    shapes = official_shapes(cfg)
+    groups = _shard_groups(shapes, dtype, shard_bytes)
+    gen = torch.Generator(device).manual_seed(seed)
+    weight_map, total = {}, 0
+    for n, keys in enumerate(groups, start=1):
+        name = f"model-{n:05d}-of-{len(groups):05d}.safetensors"
+        with torch.device(device):
+            tensors = {k: random_tensor(k, shapes[k], gen).to(dtype).contiguous().cpu() for k in keys}
+        save_file(tensors, str(root / name), metadata={"format": "pt"})
+        total += sum(t.numel() * t.element_size() for t in tensors.values())
+        weight_map |= dict.fromkeys(keys, name)
     (root / "model.safetensors.index.json").write_text(
         json.dumps({"metadata": {"total_size": total}, "weight_map": weight_map}, indent=2)
     )
@@ -241,3 +248,31 @@ def write_tiny_checkpoint(
     (root / "preprocessor_config.json").write_text(json.dumps(PREPROCESSOR_CONFIG, indent=2))
     write_tiny_tokenizer(root)
     return root
+
+
+def _shard_groups(shapes: dict[str, tuple[int, ...]], dtype: torch.dtype, shard_bytes: int) -> list[list[str]]:
+    names = list(shapes)
+    if not shard_bytes:
+        first = [k for k in names if k.startswith("model.layers.0.") or k == "model.embed_tokens.weight"]
+        return [first, [k for k in names if k not in set(first)]]
+    order = ["model.embed_tokens.weight"] + [k for k in names if k != "model.embed_tokens.weight"]
+    groups: list[list[str]] = [[]]
+    size = 0
+    for key in order:
+        nbytes = math.prod(shapes[key]) * torch.empty((), dtype=dtype).element_size()
+        if groups[-1] and size + nbytes > shard_bytes:
+            groups.append([])
+            size = 0
+        groups[-1].append(key)
+        size += nbytes
+    return groups
+
+
+def randomize_(module: torch.nn.Module, seed: int) -> None:
+    """Fill every parameter and buffer of a speechkit module in place with :func:`random_tensor` values."""
+    state = module.state_dict()
+    device = next(iter(state.values())).device
+    gen = torch.Generator(device).manual_seed(seed)
+    with torch.no_grad(), torch.device(device):
+        for name, tensor in state.items():
+            tensor.copy_(random_tensor(name, tuple(tensor.shape), gen))
