@@ -59,6 +59,7 @@ def fetch_help(langs: list[str], cache: Path) -> Path:
     Idempotent: a package whose help folder is already unpacked is skipped, so a second run needs no
     network. Needs ``apt-get update`` to have run once on the machine. Returns the unpacked root.
     """
+    cache = cache.resolve()  # dpkg-deb runs inside debs/, so relative paths would point elsewhere
     root = cache / "root"
     debs = cache / "debs"
     debs.mkdir(parents=True, exist_ok=True)
