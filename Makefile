@@ -7,7 +7,7 @@ PIP := $(PYTHON) -m pip
 # would make pip fetch a multi-GB CUDA build. Elsewhere it is the regular PyPI wheel.
 install:
 	$(PIP) install -q "torch==2.13.0"
-	$(PIP) install -q -e ".[test]"
+	$(PIP) install -q -e ".[test,train]"
 
 test:
 	$(PYTHON) -m pytest -q -m "not gpu and not slow"

@@ -1,7 +1,7 @@
 """Reading official-layout checkpoints: locate files, check shards, load tensors with key accounting.
 
-Safetensors only (never unpickle). Tensors are read shard by shard through memory maps, and only
-the ones the caller's model holds: the vision tower is never read into memory.
+Safetensors only (never unpickle). Tensors are read shard by shard, each straight into its own
+buffer, and only the ones the caller's model holds: the vision tower is never read.
 """
 
 from __future__ import annotations
@@ -12,7 +12,6 @@ from collections.abc import Callable
 from pathlib import Path
 
 import torch
-from safetensors import safe_open
 
 from speechkit.errors import CheckpointError
 from speechkit.model.convert_official import official_to_ours, ours_to_official
@@ -36,27 +35,39 @@ def weight_map(root: Path) -> dict[str, Path]:
                     f"{index} points at {name}: speechkit loads safetensors only and never unpickles weights"
                 )
             if not path.is_file():
-                raise CheckpointError(
-                    f"{path}: shard listed in {INDEX_FILE} is missing; re-download the checkpoint"
-                )
+                raise CheckpointError(f"{path}: shard listed in {INDEX_FILE} is missing; re-download the checkpoint")
         return {key: shards[name] for key, name in mapping.items()}
     single = root / SINGLE_FILE
     if single.is_file():
-        with _open_shard(single) as f:
-            return {key: single for key in f.keys()}
+        return dict.fromkeys(read_header(single)[0], single)
     pickles = sorted(p.name for p in root.glob("*.bin")) + sorted(p.name for p in root.glob("*.pt"))
     if pickles:
         raise CheckpointError(
             f"{root} holds pickle weights ({', '.join(pickles[:3])}) and no safetensors: speechkit never "
             "unpickles checkpoints; convert them to safetensors first"
         )
-    raise CheckpointError(
-        f"{root}: no {INDEX_FILE} or {SINGLE_FILE}; point --model at a Phi-4-multimodal checkpoint"
-    )
+    raise CheckpointError(f"{root}: no {INDEX_FILE} or {SINGLE_FILE}; point --model at a Phi-4-multimodal checkpoint")
 
 
-def check_shard(path: Path) -> None:
-    """Fail early, naming the file, when a shard is truncated or its header is not safetensors."""
+_DTYPES = {
+    "BF16": torch.bfloat16,
+    "F16": torch.float16,
+    "F32": torch.float32,
+    "F64": torch.float64,
+    "I64": torch.int64,
+    "I32": torch.int32,
+    "I16": torch.int16,
+    "I8": torch.int8,
+    "U8": torch.uint8,
+    "BOOL": torch.bool,
+}
+
+
+def read_header(path: Path) -> tuple[dict, int]:
+    """(tensor header, byte offset of the data) of a safetensors file, checked against the file size.
+
+    Fails early, naming the file, when a shard is truncated or its header is not safetensors.
+    """
     size = path.stat().st_size
     try:
         with path.open("rb") as f:
@@ -66,16 +77,13 @@ def check_shard(path: Path) -> None:
             header = json.loads(f.read(header_len))
     except (struct.error, ValueError, UnicodeDecodeError) as err:
         raise CheckpointError(f"{path}: not a safetensors file ({err}); re-download it") from None
-    end = max((v["data_offsets"][1] for k, v in header.items() if k != "__metadata__"), default=0)
+    header.pop("__metadata__", None)
+    end = max((v["data_offsets"][1] for v in header.values()), default=0)
     if 8 + header_len + end > size:
         raise CheckpointError(
             f"{path}: truncated ({size} bytes, header needs {8 + header_len + end}); re-download this shard"
         )
-
-
-def _open_shard(path: Path):
-    check_shard(path)
-    return safe_open(str(path), framework="pt", device="cpu")
+    return header, 8 + header_len
 
 
 def load_official_tensors(
@@ -85,18 +93,16 @@ def load_official_tensors(
     dtype: torch.dtype,
     device: torch.device | str = "cpu",
     wanted: Callable[[str], bool] = lambda name: True,
-    on_tensor: Callable[[str, torch.Tensor], torch.Tensor] | None = None,
 ) -> dict[str, torch.Tensor]:
     """Load the tensors of ``expected`` (speechkit name -> shape) from an official checkpoint.
 
     Args:
         root: checkpoint directory.
         expected: every tensor the model holds, by speechkit name, with its shape.
-        dtype, device: where loaded tensors go (cast per tensor, so peak memory stays one shard's
-            page cache plus the model).
+        dtype, device: where loaded tensors go (read and cast one tensor at a time, so peak host
+            memory is the model plus its largest tensor).
         wanted: speechkit names this load is for (e.g. only ``audio.*``); known keys outside it
             are skipped without being read.
-        on_tensor: optional hook (name, tensor) -> tensor applied after loading each tensor.
 
     Raises:
         CheckpointError: on an unknown key, a missing tensor or a shape mismatch, naming the key.
@@ -120,9 +126,7 @@ def load_official_tensors(
             f"{root}: {len(unexpected)} unexpected tensor(s), e.g. {unexpected[0]!r}; "
             "this is not a Phi-4-multimodal checkpoint speechkit knows"
         )
-    missing = sorted(
-        set(n for n in expected if wanted(n)) - {n for pairs in by_shard.values() for _, n in pairs}
-    )
+    missing = sorted(set(n for n in expected if wanted(n)) - {n for pairs in by_shard.values() for _, n in pairs})
     if missing:
         raise CheckpointError(
             f"{root}: missing tensor {ours_to_official(missing[0])!r} (and {len(missing) - 1} more); "
@@ -130,20 +134,32 @@ def load_official_tensors(
         )
     state: dict[str, torch.Tensor] = {}
     for shard, pairs in by_shard.items():
-        with _open_shard(shard) as f:
+        header, data_start = read_header(shard)
+        # plain reads into fresh tensors, not a memory map: mapped pages would count towards the
+        # process's resident memory for the whole shard and raise peak memory well above the model
+        with shard.open("rb") as f:
             for key, name in pairs:
-                state[name] = _read(f, key, name, shard, expected[name], dtype, device, on_tensor)
+                tensor = _read(f, header[key], data_start, key, shard, expected[name])
+                state[name] = tensor.to(device=device, dtype=dtype)
     return state
 
 
-def _read(f, key, name, shard, shape, dtype, device, on_tensor) -> torch.Tensor:
-    found = tuple(f.get_slice(key).get_shape())
-    if found != tuple(shape):
+def _read(f, entry: dict, data_start: int, key: str, shard: Path, shape: torch.Size) -> torch.Tensor:
+    if tuple(entry["shape"]) != tuple(shape):
         raise CheckpointError(
-            f"{shard.name}: tensor {key!r} has shape {list(found)}, expected {list(shape)} from config.json"
+            f"{shard.name}: tensor {key!r} has shape {list(entry['shape'])}, expected {list(shape)} from config.json"
         )
-    tensor = f.get_tensor(key).to(device=device, dtype=dtype)
-    return on_tensor(name, tensor) if on_tensor else tensor
+    dtype = _DTYPES.get(entry["dtype"])
+    if dtype is None:
+        raise CheckpointError(f"{shard.name}: tensor {key!r} has unsupported dtype {entry['dtype']}")
+    begin, end = entry["data_offsets"]
+    tensor = torch.empty(tuple(shape), dtype=dtype)
+    if end - begin != tensor.numel() * tensor.element_size():
+        raise CheckpointError(f"{shard.name}: tensor {key!r} has {end - begin} bytes, expected {tensor.nbytes}")
+    f.seek(data_start + begin)
+    if tensor.numel() and f.readinto(memoryview(tensor.view(-1).view(torch.uint8).numpy())) != end - begin:
+        raise CheckpointError(f"{shard.name}: tensor {key!r} could not be read whole; re-download this shard")
+    return tensor
 
 
 def shapes_of(module: torch.nn.Module, prefix: str = "") -> dict[str, torch.Size]:
