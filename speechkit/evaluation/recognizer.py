@@ -1,10 +1,9 @@
-"""The interface the runner drives. The model side implements :class:`Recognizer`; the runner never
-imports the model: ``--model`` is resolved by :func:`load_recognizer` through a hook.
+"""The interface the runner drives: :class:`Recognizer`. ``--model`` is resolved by :func:`load_recognizer`
+(the speech model is imported only when a checkpoint is asked for, so scoring stays model-free).
 """
 
 from __future__ import annotations
 
-import importlib
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
@@ -13,8 +12,6 @@ from speechkit.data import Utterance
 from speechkit.errors import SpeechkitError
 
 TASK_KINDS = ("asr", "ast", "ast_cot")
-# the model side provides ``load_recognizer(spec: str) -> Recognizer`` in this module
-MODEL_HOOK = "speechkit.inference"
 
 
 @dataclass(frozen=True)
@@ -66,20 +63,12 @@ class Recognizer(Protocol):
 
 
 def load_recognizer(spec: str) -> Recognizer:
-    """Resolve ``--model``: ``test:<name>`` gives a :mod:`speechkit.testing` recognizer; anything else
-    goes to ``speechkit.inference.load_recognizer(spec)``, which the model side provides."""
+    """Resolve ``--model``: ``test:<name>`` gives a :mod:`speechkit.testing` recognizer; anything else is
+    a checkpoint (hub id, directory) loaded as a :class:`~speechkit.inference.pipeline.Pipeline`."""
     if spec.startswith("test:"):
         from speechkit.testing.recognizer import make_test_recognizer
 
         return make_test_recognizer(spec.removeprefix("test:"))
-    try:
-        hook = importlib.import_module(MODEL_HOOK)
-    except ModuleNotFoundError as err:
-        if err.name != MODEL_HOOK:
-            raise
-        raise SpeechkitError(f"--model {spec}: model loading is not available yet ({MODEL_HOOK} is missing); "
-                             "use test:echo to exercise the runner") from None  # fmt: skip
-    loader = getattr(hook, "load_recognizer", None)
-    if loader is None:
-        raise SpeechkitError(f"--model {spec}: {MODEL_HOOK} has no load_recognizer(spec)")
-    return loader(spec)
+    from speechkit.evaluation.model_recognizer import load_model_recognizer
+
+    return load_model_recognizer(spec)
