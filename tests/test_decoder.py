@@ -328,7 +328,7 @@ def test_lora_switch_errors(pair):
 def test_cache_position_without_cache_is_rejected(pair):
     _, ours = pair
     x = ids(4, seed=61)
-    with pytest.raises(ConfigError, match="cache_position was given without a KV cache"):
+    with pytest.raises(ConfigError, match="cache_position or prefill was given without a KV cache"):
         ours(ours.embed(x), torch.arange(4)[None], cache_position=torch.arange(4))
     with pytest.raises(ConfigError, match="attention_mask covers 9 slots, more than the 4 available"):
         ours(ours.embed(x), torch.arange(4)[None], attention_mask=torch.ones(1, 9))

@@ -35,7 +35,7 @@ class Generation:
 
 
 @dataclass
-class _Row:
+class Row:
     limit: int
     tokens: list[int]
     logprob: float = 0.0  # sum over every sampled token
@@ -79,49 +79,37 @@ def generate(
         mask[i, : prompt_len - len(p)] = 0
     positions = position_ids_from_mask(mask)
     stops = torch.tensor(stop_ids, device=device)
-    rows = [_Row(n, []) for n in max_new_tokens]
+    rows = [Row(n, []) for n in max_new_tokens]
     cache = decoder.allocate_cache(batch, total)
 
+    padded = any(len(p) < prompt_len for p in prompts)
     length = prompt_len  # tokens in the cache after the next forward
     regime = decoder.regime_for(length)
-    embeds = model.embed_inputs(ids[:, :length], audio)
-    hidden = decoder(
-        embeds,
-        positions[:, :length],
-        cache=cache,
-        cache_position=torch.arange(length, device=device),
-        attention_mask=mask,
-        regime=regime,
-    )
+    hidden = decoder(model.embed_inputs(ids[:, :length], audio), positions[:, :length], cache=cache,
+                     attention_mask=mask[:, :length] if padded else None, regime=regime, prefill=True)  # fmt: skip
     while True:
         logprobs = torch.log_softmax(decoder.logits(hidden[:, -1]).float(), dim=-1)
         best, token = logprobs.max(dim=-1)
-        is_stop = torch.isin(token, stops)
-        _advance(rows, token.tolist(), best.tolist(), is_stop.tolist())
+        advance(rows, token.tolist(), best.tolist(), torch.isin(token, stops).tolist())
         if all(r.stop is not None for r in rows):
             break
         ids[:, length] = token
         length += 1
-        step_regime = decoder.regime_for(length)
-        if step_regime != regime:
+        if decoder.regime_for(length) != regime:
             # crossing into the long RoPE regime: recompute the whole prefix under it
-            regime, start = step_regime, 0
+            regime = decoder.regime_for(length)
             embeds = model.embed_inputs(ids[:, :length], audio)
-        else:
-            start = length - 1
-            embeds = decoder.embed(ids[:, start:length])
-        hidden = decoder(
-            embeds,
-            positions[:, start:length],
-            cache=cache,
-            cache_position=torch.arange(start, length, device=device),
-            attention_mask=mask,
-            regime=regime,
-        )
+            prefix_mask = mask[:, :length] if padded else None
+            hidden = decoder(embeds, positions[:, :length], cache=cache, attention_mask=prefix_mask, regime=regime,
+                             prefill=True)  # fmt: skip
+            continue
+        slot = torch.tensor([length - 1], device=device)
+        hidden = decoder(decoder.embed(ids[:, length - 1 : length]), positions[:, length - 1 : length], cache=cache,
+                         cache_position=slot, attention_mask=mask, regime=regime)  # fmt: skip
     return [Generation(tuple(r.tokens), r.logprob / r.sampled, r.stop) for r in rows]
 
 
-def _advance(rows: list[_Row], tokens: list[int], logprobs: list[float], is_stop: list[bool]) -> None:
+def advance(rows: list[Row], tokens: list[int], logprobs: list[float], is_stop: list[bool]) -> None:
     for row, token, logprob, stop in zip(rows, tokens, logprobs, is_stop, strict=True):
         if row.stop is not None:
             continue

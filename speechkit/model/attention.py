@@ -65,12 +65,13 @@ class Attention(nn.Module):
         mask: Tensor | None,
         cache: KVCache | None = None,
         cache_position: Tensor | None = None,
+        kv_len: int | None = None,
     ) -> Tensor:
         """x (B, L, hidden) -> (B, L, hidden).
 
         ``mask``: boolean (B or 1, 1, L, kv_len) from :func:`build_attention_mask`, or None for plain causal
-        attention over the L new tokens (no cache). With ``cache``, keys/values are written at
-        ``cache_position`` (L,) and attention runs over the whole preallocated buffer.
+        attention over the L new tokens. With ``cache``, keys/values are written at ``cache_position`` (L,)
+        and attention runs over the first ``kv_len`` slots of the buffer (default: all of it).
         """
         batch, length, _ = x.shape
         q_size = self.num_heads * self.head_dim
@@ -82,6 +83,8 @@ class Attention(nn.Module):
         q, k = apply_rotary(q, rope), apply_rotary(k, rope)
         if cache is not None:
             k, v = cache.write(self.layer, cache_position, k, v)  # (B, KV, max_len, hd)
+            if kv_len is not None:
+                k, v = k[:, :, :kv_len], v[:, :, :kv_len]
         out = F.scaled_dot_product_attention(
             q, k, v,
             attn_mask=mask,

@@ -90,8 +90,9 @@ class DecoderLayer(nn.Module):
         mask: Tensor | None,
         cache: KVCache | None,
         cache_position: Tensor | None,
+        kv_len: int | None = None,
     ) -> Tensor:
-        h = x + self.self_attn(self.input_layernorm(x), rope, mask, cache, cache_position)
+        h = x + self.self_attn(self.input_layernorm(x), rope, mask, cache, cache_position, kv_len)
         return h + self.mlp(self.post_attention_layernorm(h))
 
 
@@ -156,6 +157,7 @@ class Decoder(nn.Module):
         cache_position: Tensor | None = None,
         attention_mask: Tensor | None = None,
         regime: Regime | None = None,
+        prefill: bool = False,
     ) -> Tensor:
         """Embeddings (B, L, hidden) -> final-normed hidden states (B, L, hidden).
 
@@ -174,32 +176,38 @@ class Decoder(nn.Module):
             regime: RoPE regime; default ``regime_for(KV length)`` where the KV length is L without a
                 cache and ``cache_position[-1] + 1`` with one (a host sync: pass it explicitly in a
                 compiled decoding loop, where the generator knows the length).
+            prefill: with ``cache``, these L tokens fill slots 0..L-1: attention runs over those slots
+                only (plain causal, the fastest kernel, when there is no padding), not the whole buffer.
         """
         length = inputs_embeds.shape[1]
+        attend = None  # cache slots attention runs over; None = the whole buffer
         if cache is None:
-            if cache_position is not None:
-                raise ConfigError("cache_position was given without a KV cache")
+            if cache_position is not None or prefill:
+                raise ConfigError("cache_position or prefill was given without a KV cache")
             slots = torch.arange(length, device=inputs_embeds.device)
-            kv_len = length
+            kv_len = capacity = length
         else:
             if cache_position is None:
                 cache_position = torch.arange(length, device=inputs_embeds.device)
             slots = cache_position
-            kv_len = cache.max_len
-        if attention_mask is not None and attention_mask.shape[1] > kv_len:
+            capacity = cache.max_len
+            kv_len = attend = length if prefill else capacity
+        if attention_mask is not None and attention_mask.shape[1] > capacity:
             raise ConfigError(
-                f"attention_mask covers {attention_mask.shape[1]} slots, more than the {kv_len} available"
+                f"attention_mask covers {attention_mask.shape[1]} slots, more than the {capacity} available"
             )
         mask = None
-        if cache is not None or attention_mask is not None:
-            mask = build_attention_mask(slots, kv_len, attention_mask)
+        if attention_mask is not None:
+            mask = build_attention_mask(slots, kv_len, attention_mask[:, :kv_len])
+        elif cache is not None and not prefill:
+            mask = build_attention_mask(slots, kv_len, None)
         # else: plain causal attention, and the causal flag lets SDPA pick its fastest kernel
         if regime is None:
             regime = self.regime_for(length if cache is None else int(cache_position[-1]) + 1)
         rope = self.rope.tables(position_ids, regime, inputs_embeds.dtype)
         h = inputs_embeds
         for layer in self.layers:
-            h = layer(h, rope, mask, cache, cache_position)
+            h = layer(h, rope, mask, cache, cache_position, attend)
         return self.norm(h)
 
     def _lora_layers(self) -> list[LoRALinear]:
