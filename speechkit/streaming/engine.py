@@ -6,7 +6,7 @@ The open segment's audio is kept in a buffer that starts at the first speech the
 - a gap of at least ``pause_s`` after speech finalizes the segment up to the end of that speech: its
   audio is decoded once more (and translated, for translating tasks), the final text is the committed
   words plus that decode's remaining words, and the buffer is trimmed there;
-- a buffer of ``max_segment_s`` is finalized whole (``forced``);
+- a buffer of ``max_segment_s`` or more has its first ``max_segment_s`` finalized (``forced``);
 - otherwise the buffer is re-decoded and LocalAgreement-n commits the words n hypotheses agree on.
 
 Silence before speech is dropped, so the buffer never holds more than ``max_segment_s`` of audio.
@@ -110,8 +110,9 @@ class StreamingEngine:
             if cut is not None:
                 finals.extend(self._finalize(max(_sample(cut), 1), forced=False))
                 continue
-            if len(self._buffer) >= self.options.max_segment_s * SAMPLE_RATE:
-                finals.extend(self._finalize(len(self._buffer), forced=True))
+            limit = _sample(self.options.max_segment_s)
+            if len(self._buffer) >= limit:
+                finals.extend(self._finalize(limit, forced=True))
                 continue
             if self._asr_spec is not None:
                 partial = self._partial(_sample(regions[-1].end))
