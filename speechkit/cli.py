@@ -19,6 +19,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "speechkit.inference.cli",
     "speechkit.scoring.cli",
     "speechkit.evaluation.cli",
+    "speechkit.streaming.cli", "speechkit.server.cli",  # stream, serve
 )
 
 
