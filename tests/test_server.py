@@ -69,7 +69,8 @@ def test_stream_partials_then_finals(client, fmt):
         ({"type": "start", "rate": 1}, AUTH, "bad_start", 4400, "unknown start fields: rate"),
         ({"type": "start", "sample_rate": 44100}, AUTH, "bad_sample_rate", 4400,
          "sample_rate 44100 is not supported; send 16000 Hz mono"),
-        ({"type": "start", "format": "mp3"}, AUTH, "bad_format", 4400, "format 'mp3' is not supported; use pcm16 or f32"),
+        ({"type": "start", "format": "mp3"}, AUTH, "bad_format", 4400,
+         "format 'mp3' is not supported; use pcm16 or f32"),
         ({"type": "start", "task": "both"}, AUTH, "bad_start", 4400, "stream task 'both' needs a target language"),
         ({"type": "start"}, {}, "unauthorized", 4401, "missing or wrong API key"),
         ({"type": "start", "api_key": "nope"}, {}, "unauthorized", 4401, "missing or wrong API key"),
@@ -129,7 +130,8 @@ def wav(tmp_path):
     [
         ("json", '{"text":"hello big world second segment"}'),
         ("text", "hello big world second segment\n"),
-        ("srt", "1\n00:00:00,500 --> 00:00:02,000\nhello big world\n\n2\n00:00:03,000 --> 00:00:04,200\nsecond segment\n"),
+        ("srt", "1\n00:00:00,500 --> 00:00:02,000\nhello big world\n\n"
+                "2\n00:00:03,000 --> 00:00:04,200\nsecond segment\n"),
     ],
 )
 def test_openai_transcriptions(client, wav, fmt, expected):
