@@ -17,7 +17,7 @@ from speechkit.testing.audio import jfk_path, speechlike, write_audio
 from speechkit.testing.reference import port_causal_lm
 from speechkit.text.prompts import PromptSpec, Task, encode_prompt
 
-SCHEMA = json.loads(files("speechkit.schemas").joinpath("result-v1.json").read_text())
+SCHEMA = json.loads(files("speechkit.schemas").joinpath("result-v2.json").read_text())
 
 
 @pytest.fixture(scope="module")
