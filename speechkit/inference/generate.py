@@ -38,6 +38,7 @@ class Generation:
 class Row:
     limit: int
     tokens: list[int]
+    detect_loops: bool = True
     logprob: float = 0.0  # sum over every sampled token
     sampled: int = 0
     stop: str | None = None
@@ -52,6 +53,7 @@ def generate(
     max_new_tokens: list[int],
     stop_ids: tuple[int, ...],
     pad_id: int,
+    detect_loops: bool = True,
 ) -> list[Generation]:
     """Greedy-decode a batch of prompts whose audio tokens take ``audio``'s clips in order.
 
@@ -61,6 +63,7 @@ def generate(
         max_new_tokens: per-row cap on generated tokens (stop token included).
         stop_ids: generation ends at any of these.
         pad_id: id used to left-pad shorter prompts (masked out, never attended).
+        detect_loops: cut and flag runaway repetition (off only to force output lengths in benchmarks).
     """
     decoder = model.decoder
     device = decoder.embed_tokens.weight.device
@@ -79,7 +82,7 @@ def generate(
         mask[i, : prompt_len - len(p)] = 0
     positions = position_ids_from_mask(mask)
     stops = torch.tensor(stop_ids, device=device)
-    rows = [Row(n, []) for n in max_new_tokens]
+    rows = [Row(n, [], detect_loops) for n in max_new_tokens]
     cache = decoder.allocate_cache(batch, total)
 
     padded = any(len(p) < prompt_len for p in prompts)
@@ -119,7 +122,7 @@ def advance(rows: list[Row], tokens: list[int], logprobs: list[float], is_stop: 
             row.stop = "stop"
             continue
         row.tokens.append(token)
-        loop = loop_start(row.tokens)
+        loop = loop_start(row.tokens) if row.detect_loops else None
         if loop is not None:
             start, period = loop
             del row.tokens[start + period :]

@@ -16,6 +16,7 @@ import torch
 
 from speechkit.audio import LogMelFrontend, Waveform, load_audio
 from speechkit.errors import ConfigError, SpeechkitError
+from speechkit.inference.fast_generate import generate_fast
 from speechkit.inference.generate import Generation, generate
 from speechkit.model.loader import LoadedModel, LoraMode, load_speech_model
 from speechkit.text.prompts import PromptSpec, Task, encode_prompt, resolve_language, split_cot
@@ -199,7 +200,9 @@ class Pipeline:
                     f"{wave.source}: prompt of {len(prompt)} tokens plus {cap} new tokens exceeds the context of "
                     f"{context} tokens; split the audio (long-form) or lower --max-new-tokens"
                 )
-        gens = generate(
+        # the CUDA-graph decode step on GPU; the plain loop on CPU (same tokens either way)
+        decode = generate_fast if self.device.type == "cuda" else generate
+        gens = decode(
             self.model,
             prompts,
             audio,

@@ -1,0 +1,233 @@
+"""GPU speed: speechkit's fast path and the transformers port, same random full-size weights' shapes,
+same inputs (30 s clips), output length forced (no stop ids, loop detection off). Resumable parts:
+
+    python eval/bench/gpu.py ours  --out DIR      # speechkit: RTFx at batch 1/8/32/64, tokens/s, TTFT, ...
+    python eval/bench/gpu.py port  --out DIR      # the port, default generate, batch 1 and 64
+    python eval/bench/gpu.py port-static --out DIR  # the port with its static cache (compiles), batch 1 and 64
+    python eval/bench/gpu.py table --out DIR      # the side-by-side table from the parts' JSON
+
+Each part writes ``DIR/<part>.json`` with the device name. RTFx = audio seconds / wall seconds of
+the whole request (features, encoder, prefill, decode), measured after a warm-up run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+CLIP_S = 30.0
+NEW_TOKENS = 100
+AUDIO_TOKEN = 200011
+
+
+def _sync() -> None:
+    torch.cuda.synchronize()
+
+
+def _clips(n: int) -> list[np.ndarray]:
+    from speechkit.testing.audio import speechlike
+
+    base = [speechlike(CLIP_S, seed=i) for i in range(min(n, 8))]
+    return [base[i % len(base)] for i in range(n)]
+
+
+def _our_model():
+    from speechkit.model.config import SpeechModelConfig
+    from speechkit.model.speech_model import SpeechModel
+    from speechkit.testing.checkpoint import randomize_, released_config
+
+    config = SpeechModelConfig.from_official(released_config())
+    with torch.device("meta"):
+        model = SpeechModel(config, AUDIO_TOKEN)
+    model = model.to_empty(device="cuda").to(torch.bfloat16)
+    randomize_(model, seed=0)
+    model.decoder.merge_lora_()
+    return model.eval()
+
+
+def _prompt(n_audio: int) -> list[int]:
+    # the chat form with the released special ids and a fixed 8-token instruction
+    return [200021] + [AUDIO_TOKEN] * n_audio + list(range(1000, 1008)) + [200020, 200019]
+
+
+@torch.inference_mode()
+def _ours_request(model, frontend, clips, graph: bool = True):
+    from speechkit.inference.fast_generate import generate_fast
+
+    feats = frontend(clips)
+    audio = model.audio(feats.values, feats.lengths)
+    prompts = [_prompt(int(n)) for n in audio.lengths]
+    return generate_fast(model, prompts, audio, max_new_tokens=[NEW_TOKENS] * len(clips), stop_ids=(),
+                         pad_id=199999, detect_loops=False, use_graph=graph)  # fmt: skip
+
+
+@torch.inference_mode()
+def part_ours(out: Path) -> dict:
+    from speechkit.audio import LogMelFrontend
+    from speechkit.inference.fast_generate import DecodeStep  # noqa: F401  (fail early if missing)
+
+    t0 = time.perf_counter()
+    model = _our_model()
+    frontend = LogMelFrontend("cuda")
+    _sync()
+    result: dict = {"device": torch.cuda.get_device_name(), "build_s": round(time.perf_counter() - t0, 1)}
+    for batch in (1, 8, 32, 64):
+        clips = _clips(batch)
+        t0 = time.perf_counter()
+        gens = _ours_request(model, frontend, clips)
+        _sync()
+        warm = time.perf_counter() - t0
+        assert all(len(g.tokens) == NEW_TOKENS for g in gens)
+        times = []
+        for _ in range(3):
+            t0 = time.perf_counter()
+            _ours_request(model, frontend, clips)
+            _sync()
+            times.append(time.perf_counter() - t0)
+        best = min(times)
+        result[f"b{batch}"] = {"rtfx": round(batch * CLIP_S / best, 1), "request_s": round(best, 4),
+                               "first_call_s": round(warm, 2)}  # fmt: skip
+    result |= _ours_breakdown(model, frontend)
+    result["peak_gb"] = round(torch.cuda.max_memory_allocated() / 1e9, 1)
+    return result
+
+
+@torch.inference_mode()
+def _ours_breakdown(model, frontend) -> dict:
+    """Batch 1 time to first token and decode tokens/s; batch 64 encoder-only and prefill-only throughput."""
+    from speechkit.inference.fast_generate import DecodeStep
+
+    clip = _clips(1)
+    prompts_audio = None
+    ttfts = []
+    for _ in range(5):
+        t0 = time.perf_counter()
+        feats = frontend(clip)
+        audio = model.audio(feats.values)
+        ids = torch.tensor([_prompt(int(audio.lengths[0]))], device="cuda")
+        hidden = model.decoder(model.embed_inputs(ids, audio), torch.arange(ids.shape[1], device="cuda")[None])
+        int(model.decoder.logits(hidden[:, -1]).argmax())
+        ttfts.append(time.perf_counter() - t0)
+        prompts_audio = (ids, audio)
+    ids, audio = prompts_audio
+    total = ids.shape[1] + NEW_TOKENS
+    cache = model.decoder.allocate_cache(1, total)
+    mask = torch.ones(1, total, dtype=torch.long, device="cuda")
+    step = DecodeStep(model, cache, mask, model.decoder.regime_for(total), use_graph=True)
+    step.slot.fill_(ids.shape[1])
+    step.position.fill_(ids.shape[1])
+    _sync()
+    t0 = time.perf_counter()
+    for _ in range(NEW_TOKENS):
+        step()
+    _sync()
+    tokens_per_s = NEW_TOKENS / (time.perf_counter() - t0)
+    clips = _clips(64)
+    feats = frontend(clips)
+    model.audio(feats.values, feats.lengths)
+    _sync()
+    t0 = time.perf_counter()
+    audio = model.audio(feats.values, feats.lengths)
+    _sync()
+    encoder_s = time.perf_counter() - t0
+    ids = torch.tensor([_prompt(int(n)) for n in audio.lengths], device="cuda")
+    positions = torch.arange(ids.shape[1], device="cuda")[None].expand(64, -1)
+    embeds = model.embed_inputs(ids, audio)
+    model.decoder(embeds, positions)
+    _sync()
+    t0 = time.perf_counter()
+    model.decoder(embeds, positions)
+    _sync()
+    prefill_s = time.perf_counter() - t0
+    return {"b1_ttft_ms": round(1000 * min(ttfts), 1), "b1_decode_tokens_per_s": round(tokens_per_s, 1),
+            "b64_encoder_rtfx": round(64 * CLIP_S / encoder_s, 0),
+            "b64_prefill_tokens_per_s": round(ids.numel() / prefill_s, 0)}  # fmt: skip
+
+
+def _port(static: bool):
+    from transformers import Phi4MultimodalConfig, Phi4MultimodalForCausalLM
+
+    from speechkit.model.config import SpeechModelConfig
+    from speechkit.testing.checkpoint import released_config
+    from speechkit.testing.reference import _DECODER_FIELDS, _TINY_VISION, port_audio_config
+
+    official = released_config()
+    config = Phi4MultimodalConfig(**{k: official[k] for k in _DECODER_FIELDS},
+                                  audio_config=port_audio_config(SpeechModelConfig.from_official(official)),
+                                  vision_config=_TINY_VISION, attn_implementation="sdpa")  # fmt: skip
+    with torch.device("cuda"):
+        port = Phi4MultimodalForCausalLM(config).to(torch.bfloat16).eval()
+    return port
+
+
+@torch.inference_mode()
+def part_port(static: bool) -> dict:
+    from speechkit.audio import LogMelFrontend
+
+    port = _port(static)
+    frontend = LogMelFrontend("cuda")
+    result: dict = {"device": torch.cuda.get_device_name(), "static_cache": static}
+    for batch in (1, 64):
+        clips = _clips(batch)
+
+        def request(clips=clips, batch=batch):
+            feats = frontend(clips)
+            n_audio = -(-int(feats.lengths[0]) // 8)
+            ids = torch.tensor([_prompt(n_audio)] * batch, device="cuda")
+            kwargs = {"cache_implementation": "static"} if static else {}
+            return port.generate(input_ids=ids, audio_input_features=feats.values.to(torch.bfloat16),
+                                 audio_embed_sizes=torch.tensor([n_audio] * batch, device="cuda"),
+                                 max_new_tokens=NEW_TOKENS, min_new_tokens=NEW_TOKENS, do_sample=False,
+                                 pad_token_id=199999, **kwargs)  # fmt: skip
+
+        t0 = time.perf_counter()
+        request()
+        _sync()
+        warm = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        request()
+        _sync()
+        best = time.perf_counter() - t0
+        result[f"b{batch}"] = {"rtfx": round(batch * CLIP_S / best, 1), "request_s": round(best, 3),
+                               "first_call_s": round(warm, 1),
+                               "decode_tokens_per_s_upper": round(NEW_TOKENS / best, 1)}  # fmt: skip
+        torch.cuda.empty_cache()
+    result["peak_gb"] = round(torch.cuda.max_memory_allocated() / 1e9, 1)
+    return result
+
+
+def table(out: Path) -> None:
+    parts = {p.stem: json.loads(p.read_text()) for p in sorted(out.glob("*.json"))}
+    for name, data in parts.items():
+        print(f"## {name} ({data.get('device')})")
+        print(json.dumps(data, indent=1))
+    ours, port = parts.get("ours"), parts.get("port-static") or parts.get("port")
+    if ours and port:
+        for batch in (1, 64):
+            key = f"b{batch}"
+            print(f"batch {batch}: RTFx speechkit {ours[key]['rtfx']} vs port {port[key]['rtfx']} "
+                  f"= {ours[key]['rtfx'] / port[key]['rtfx']:.2f}x")  # fmt: skip
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("part", choices=["ours", "port", "port-static", "table"])
+    parser.add_argument("--out", type=Path, required=True)
+    args = parser.parse_args()
+    args.out.mkdir(parents=True, exist_ok=True)
+    if args.part == "table":
+        table(args.out)
+        return
+    torch.backends.cuda.matmul.allow_tf32 = True
+    result = part_ours(args.out) if args.part == "ours" else part_port(args.part == "port-static")
+    (args.out / f"{args.part}.json").write_text(json.dumps(result, indent=1))
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,149 @@
+"""Greedy decoding with the decode step captured in a CUDA graph (the GPU fast path).
+
+Same results as :func:`speechkit.inference.generate.generate`: the same prefill, the same per-step
+math, the same stop, loop and length rules (applied on the host to tokens read back every
+``SYNC_EVERY`` steps). What changes is how a step is launched: every buffer the step touches is
+allocated once (token, positions, cache slot, outputs), the step writes its argmax back into the
+token buffer and advances positions and slot on the device, so on CUDA one graph replay runs a
+whole step with no host work. On CPU (tests) the identical step runs eagerly.
+
+Sequences that would cross LongRoPE's short/long threshold mid-generation take the plain path:
+the official recompute cannot live inside a fixed graph.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from speechkit.errors import ConfigError
+from speechkit.inference.generate import Generation, Row, advance, generate
+from speechkit.model.decoder import position_ids_from_mask
+from speechkit.model.encoder import EncoderOutput
+from speechkit.model.kv_cache import KVCache
+from speechkit.model.rope import Regime
+from speechkit.model.speech_model import SpeechModel
+
+SYNC_EVERY = 8  # decode steps between host checks of the stop rules
+
+
+class DecodeStep:
+    """One greedy decode step over static buffers, optionally captured as a CUDA graph.
+
+    Buffers: ``token`` (B, 1) input ids (the step overwrites it with its argmax), ``position`` (B, 1)
+    rotary positions, ``slot`` (1,) cache slot, ``mask`` (B, max_len) padding mask; outputs ``best``
+    (B,) argmax ids, ``logprob`` (B,) their log-probabilities, ``logits`` (B, vocab).
+    """
+
+    def __init__(self, model: SpeechModel, cache: KVCache, mask: torch.Tensor, regime: Regime,
+                 use_graph: bool) -> None:  # fmt: skip
+        self.model, self.cache, self.mask, self.regime = model, cache, mask, regime
+        batch, device = mask.shape[0], mask.device
+        self.token = torch.zeros(batch, 1, dtype=torch.long, device=device)
+        self.position = torch.zeros(batch, 1, dtype=torch.long, device=device)
+        self.slot = torch.zeros(1, dtype=torch.long, device=device)
+        self.graph = self._capture() if use_graph else None
+
+    def _step(self) -> None:
+        decoder = self.model.decoder
+        hidden = decoder(decoder.embed(self.token), self.position, cache=self.cache, cache_position=self.slot,
+                         attention_mask=self.mask, regime=self.regime)  # fmt: skip
+        self.logits = decoder.logits(hidden[:, -1]).float()
+        self.logprob, self.best = torch.log_softmax(self.logits, dim=-1).max(dim=-1)
+        self.token.copy_(self.best[:, None])
+        self.position.add_(1)
+        self.slot.add_(1)
+
+    def _capture(self) -> torch.cuda.CUDAGraph:
+        # warm up on a side stream (allocator and kernel selection), then capture; the step's
+        # side effects during warm-up are undone by the caller, which sets every buffer before use
+        saved = [t.clone() for t in (self.token, self.position, self.slot)]
+        stream = torch.cuda.Stream()
+        stream.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(stream):
+            for _ in range(2):
+                self._step()
+        torch.cuda.current_stream().wait_stream(stream)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            self._step()
+        for buf, value in zip((self.token, self.position, self.slot), saved, strict=True):
+            buf.copy_(value)
+        return graph
+
+    def __call__(self) -> None:
+        if self.graph is not None:
+            self.graph.replay()
+        else:
+            self._step()
+
+
+@torch.inference_mode()
+def generate_fast(
+    model: SpeechModel,
+    prompts: list[list[int]],
+    audio: EncoderOutput | None,
+    *,
+    max_new_tokens: list[int],
+    stop_ids: tuple[int, ...],
+    pad_id: int,
+    detect_loops: bool = True,
+    use_graph: bool | None = None,
+) -> list[Generation]:
+    """Drop-in for :func:`~speechkit.inference.generate.generate` (same arguments, same results).
+
+    ``use_graph`` defaults to True on CUDA. Falls back to the plain path when generation would cross
+    the RoPE regime threshold.
+    """
+    decoder = model.decoder
+    device = decoder.embed_tokens.weight.device
+    use_graph = device.type == "cuda" if use_graph is None else use_graph
+    batch, prompt_len = len(prompts), max(len(p) for p in prompts)
+    total = prompt_len + max(max_new_tokens)
+    if decoder.regime_for(prompt_len) != decoder.regime_for(total):
+        return generate(model, prompts, audio, max_new_tokens=max_new_tokens, stop_ids=stop_ids, pad_id=pad_id,
+                        detect_loops=detect_loops)  # fmt: skip
+    if total > decoder.config.rope.max_position_embeddings:
+        raise ConfigError(
+            f"prompt of {prompt_len} tokens plus {max(max_new_tokens)} new tokens exceeds the model's context of "
+            f"{decoder.config.rope.max_position_embeddings} tokens; shorten the audio or lower --max-new-tokens"
+        )
+    ids = torch.full((batch, prompt_len), pad_id, dtype=torch.long, device=device)
+    mask = torch.ones(batch, total, dtype=torch.long, device=device)
+    for i, p in enumerate(prompts):
+        ids[i, prompt_len - len(p) :] = torch.tensor(p, device=device)
+        mask[i, : prompt_len - len(p)] = 0
+    positions = position_ids_from_mask(mask)
+    padded = any(len(p) < prompt_len for p in prompts)
+    regime = decoder.regime_for(prompt_len)
+    cache = decoder.allocate_cache(batch, total)
+    step = DecodeStep(model, cache, mask, regime, use_graph)
+
+    hidden = decoder(model.embed_inputs(ids, audio), positions[:, :prompt_len], cache=cache,
+                     attention_mask=mask[:, :prompt_len] if padded else None, regime=regime, prefill=True)  # fmt: skip
+    logprob, token = torch.log_softmax(decoder.logits(hidden[:, -1]).float(), dim=-1).max(dim=-1)
+    step.token.copy_(token[:, None])
+    step.position.copy_(positions[:, prompt_len - 1 : prompt_len] + 1)
+    step.slot.fill_(prompt_len)
+    stops = torch.tensor(stop_ids, device=device, dtype=torch.long)
+    rows = [Row(n, [], detect_loops) for n in max_new_tokens]
+    pending_tokens, pending_logprobs = [token], [logprob]
+    for _ in range(max(max_new_tokens) - 1):  # the prefill gave the first token
+        if len(pending_tokens) >= SYNC_EVERY:
+            if _settle(rows, pending_tokens, pending_logprobs, stops):
+                break
+            pending_tokens, pending_logprobs = [], []
+        step()
+        pending_tokens.append(step.best.clone())
+        pending_logprobs.append(step.logprob.clone())
+    _settle(rows, pending_tokens, pending_logprobs, stops)
+    return [Generation(tuple(r.tokens), r.logprob / r.sampled, r.stop) for r in rows]
+
+
+def _settle(rows: list[Row], tokens: list[torch.Tensor], logprobs: list[torch.Tensor], stops: torch.Tensor) -> bool:
+    """Apply the plain path's rules to the steps since the last sync; True when every row has stopped."""
+    if tokens:
+        token_steps = torch.stack(tokens)  # (steps, B)
+        is_stop = torch.isin(token_steps, stops).tolist()
+        for tok, lp, st in zip(token_steps.tolist(), torch.stack(logprobs).tolist(), is_stop, strict=True):
+            advance(rows, tok, lp, st)
+    return all(r.stop is not None for r in rows)
