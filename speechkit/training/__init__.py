@@ -1,1 +1,1 @@
-"""Training: the demo corpus (data) and, later, the training loop."""
+"""Training: staged recipes (text pre-training, audio alignment, LoRA multi-task), resumable checkpoints."""

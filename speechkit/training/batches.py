@@ -1,0 +1,172 @@
+"""Training examples and length-bucketed batches that resume at an exact position.
+
+Speech batches are packed by padded audio seconds (batch size x longest clip), text batches by padded
+tokens. Every random choice (tie-breaks inside a length bucket, the batch order, the task of each
+utterance) is a function of the seed and the epoch, so a run restarted at (epoch, batch) sees the
+same batches as the run it continues.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from speechkit.audio import LogMelFrontend, load_audio
+from speechkit.audio.features import num_audio_tokens
+from speechkit.errors import DataError
+from speechkit.text.prompts import COT_SEPARATOR, PromptSpec, Task, encode_prompt
+from speechkit.text.tokenizer import Tokenizer
+
+IGNORE = -100  # label of positions without loss (prompt, audio, padding)
+
+
+@dataclass(frozen=True)
+class Row:
+    """One manifest line: audio (None for text-only rows), its transcript and translation."""
+
+    id: str
+    audio: Path | None
+    duration: float
+    src_lang: str
+    tgt_lang: str | None
+    text: str
+    translation: str | None
+
+
+def read_rows(manifest: str | Path, with_audio: bool) -> list[Row]:
+    """Rows of a JSONL manifest; ``with_audio`` requires ``audio_filepath`` (relative to the manifest)
+    and ``duration``, as written by the synthesis step."""
+    path = Path(manifest)
+    if not path.is_file():
+        raise DataError(f"{path}: manifest not found")
+    rows = []
+    with path.open(encoding="utf-8") as f:
+        for number, line in enumerate(f, start=1):
+            if not line.strip():
+                continue
+            d = json.loads(line)
+            if with_audio and ("audio_filepath" not in d or "duration" not in d):
+                raise DataError(f"{path}:{number}: no audio_filepath/duration; synthesize the split first")
+            audio = path.parent / d["audio_filepath"] if with_audio else None
+            rows.append(Row(d["id"], audio, float(d.get("duration") or 0.0), d["src_lang"], d.get("tgt_lang"),
+                            d["text"], d.get("translation")))  # fmt: skip
+    if not rows:
+        raise DataError(f"{path}: no rows")
+    return rows
+
+
+def _unit(*parts: object) -> float:
+    """A deterministic number in [0, 1) from its parts (stable across processes, unlike hash())."""
+    digest = hashlib.blake2b(repr(parts).encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "little") / 2**64
+
+
+def plan_batches(costs: Sequence[float], budget: float, seed: int, epoch: int) -> list[list[int]]:
+    """Index lists whose padded cost (count x largest cost) stays within ``budget``, in shuffled order.
+
+    Items are sorted by cost with a random tie-break of up to 5 %, so similar lengths share a batch
+    but the neighbours change between epochs. An item costing more than ``budget`` forms its own batch.
+    """
+    order = sorted(range(len(costs)), key=lambda i: costs[i] * (1 + 0.05 * _unit(seed, epoch, i)))
+    batches: list[list[int]] = []
+    current: list[int] = []
+    for i in order:
+        if current and (len(current) + 1) * costs[i] > budget:
+            batches.append(current)
+            current = []
+        current.append(i)
+    if current:
+        batches.append(current)
+    batches.sort(key=lambda b: _unit(seed, epoch, "batch", b[0]))
+    return batches
+
+
+def choose_task(tasks: dict[str, float], seed: int, epoch: int, uid: str) -> Task:
+    """The task of an utterance in an epoch, drawn with the stage's weights."""
+    u = _unit(seed, epoch, "task", uid) * sum(tasks.values())
+    for name, weight in tasks.items():
+        u -= weight
+        if u < 0:
+            return Task(name)
+    return Task(next(reversed(tasks)))
+
+
+def answer_text(row: Row, task: Task) -> str:
+    """The target text of a task: transcript, translation, or transcript <sep> translation."""
+    if task is Task.ASR:
+        return row.text
+    if row.translation is None or row.tgt_lang is None:
+        raise DataError(f"{row.id}: task {task.value} needs a translation and tgt_lang")
+    if task is Task.AST:
+        return row.translation
+    return f"{row.text} {COT_SEPARATOR} {row.translation}"
+
+
+@dataclass(frozen=True)
+class Batch:
+    """Right-padded training batch. ``labels`` are the next-token targets aligned with ``input_ids``
+    (IGNORE where no loss); ``features``/``feature_lengths`` are absent for text batches."""
+
+    input_ids: torch.Tensor  # (B, L) int64
+    labels: torch.Tensor  # (B, L) int64
+    features: torch.Tensor | None  # (B, T, 80) float32 log-mel
+    feature_lengths: torch.Tensor | None  # (B,) int64 valid frames
+
+    def to(self, device: torch.device) -> Batch:
+        move = (lambda t: None if t is None else t.to(device, non_blocking=True))  # noqa: E731
+        return Batch(move(self.input_ids), move(self.labels), move(self.features), move(self.feature_lengths))
+
+
+def _pad(seqs: list[list[int]], value: int) -> torch.Tensor:
+    width = max(len(s) for s in seqs)
+    return torch.tensor([s + [value] * (width - len(s)) for s in seqs], dtype=torch.int64)
+
+
+def text_batch(token_lists: list[list[int]], pad_id: int) -> Batch:
+    """Language-model batch: predict every token after the first."""
+    ids = _pad(token_lists, pad_id)
+    labels = _pad([s[1:] + [IGNORE] for s in token_lists], IGNORE)
+    return Batch(ids, labels, None, None)
+
+
+def speech_batch(rows: list[Row], tasks: list[Task], tokenizer: Tokenizer, frontend: LogMelFrontend) -> Batch:
+    """Prompted speech batch: loss on the answer tokens and the closing ``<|end|>`` only."""
+    waves = [load_audio(r.audio) for r in rows]
+    feats = frontend([w.samples for w in waves], [w.sample_rate for w in waves])
+    seqs, labels = [], []
+    end = tokenizer.special.end
+    for row, task, wave in zip(rows, tasks, waves, strict=True):
+        spec = PromptSpec(task, language=None if task is Task.ASR else row.tgt_lang)
+        prompt = encode_prompt(tokenizer, spec.text(), num_audio_tokens(len(wave.samples), wave.sample_rate))
+        answer = tokenizer.encode(answer_text(row, task)) + [end]
+        seq = prompt + answer
+        target = [IGNORE] * len(seq)
+        target[len(prompt) - 1 : len(seq) - 1] = answer  # position t predicts token t + 1
+        seqs.append(seq)
+        labels.append(target)
+    pad = tokenizer.special.endoftext
+    return Batch(_pad(seqs, pad), _pad(labels, IGNORE), feats.values.float(), feats.lengths.long())
+
+
+class BatchSource(torch.utils.data.Dataset):
+    """The batches of one epoch as a map-style dataset (item i = batch i), so DataLoader workers can
+    build them in parallel while the order stays the plan's."""
+
+    def __init__(self, plan: list[list[int]], build) -> None:
+        self.plan = plan
+        self.build = build
+
+    def __len__(self) -> int:
+        return len(self.plan)
+
+    def __getitem__(self, i: int) -> Batch:
+        return self.build(self.plan[i])
+
+
+def worker_init(_: int) -> None:
+    torch.set_num_threads(1)  # one core per loading process; they already run in parallel

@@ -1,0 +1,243 @@
+"""The training loop: stages in order, bf16 autocast over fp32 master weights, clipping, periodic dev
+evaluation, self-describing checkpoints and exact resume.
+
+Typical use (the recipe's ``train.py`` does this)::
+
+    setup = TrainSetup(model, official_config, tokenizer, tokenizer_dir, torch.device("cuda"))
+    history = train(cfg.train, setup, DataPaths(text=..., train=..., dev=...), run_dir, resume=True)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from speechkit.audio import LogMelFrontend
+from speechkit.errors import ConfigError
+from speechkit.model.speech_model import SpeechModel
+from speechkit.text.prompts import Task
+from speechkit.text.tokenizer import Tokenizer
+from speechkit.training import checkpoint as ckpt
+from speechkit.training.batches import (
+    IGNORE,
+    Batch,
+    BatchSource,
+    Row,
+    choose_task,
+    plan_batches,
+    read_rows,
+    speech_batch,
+    text_batch,
+    worker_init,
+)  # fmt: skip
+from speechkit.training.config import StageConfig, TrainConfig, to_dict
+from speechkit.training.evaluate import dev_subset, evaluate_dev
+from speechkit.training.model_init import set_feature_stats_
+from speechkit.training.optim import build_optimizer, lr_at, select_trainable, spec_augment
+
+log = logging.getLogger(__name__)
+FEATURE_STATS_ROWS = 64  # utterances whose frames set the encoder's mel statistics
+
+
+@dataclass(frozen=True)
+class TrainSetup:
+    """The model to train and what describes it: its official config dict and tokenizer (with the
+    folder holding ``tokenizer.json``/``generation_config.json``, copied into every checkpoint)."""
+
+    model: SpeechModel
+    official: dict[str, Any]
+    tokenizer: Tokenizer
+    tokenizer_dir: Path
+    device: torch.device
+
+
+@dataclass(frozen=True)
+class DataPaths:
+    """Manifests: ``text`` (transcripts and translations, for text stages), ``train`` and ``dev``
+    (synthesized, with audio, for speech stages). A path a stage does not use may be None."""
+
+    text: Path | None = None
+    train: Path | None = None
+    dev: Path | None = None
+
+
+class _StageData:
+    """A stage's examples, their batching costs, and how to build batch i of an epoch."""
+
+    def __init__(self, stage: StageConfig, setup: TrainSetup, paths: DataPaths, seed: int) -> None:
+        self.stage, self.seed, self.tokenizer = stage, seed, setup.tokenizer
+        if stage.data == "text":
+            if paths.text is None:
+                raise ConfigError(f"stage {stage.name}: a text stage needs the text manifest")
+            texts = sorted({t for r in read_rows(paths.text, False) for t in (r.text, r.translation) if t})
+            eos = setup.tokenizer.special.endoftext
+            self.tokens = [setup.tokenizer.encode(t) + [eos] for t in texts]
+            self.costs = [float(len(t)) for t in self.tokens]
+            self.budget = float(stage.batch_tokens)
+        else:
+            if paths.train is None:
+                raise ConfigError(f"stage {stage.name}: a speech stage needs the synthesized train manifest")
+            self.rows = read_rows(paths.train, True)
+            self.costs = [r.duration for r in self.rows]
+            self.budget = stage.batch_seconds
+            self.frontend = LogMelFrontend("cpu")
+
+    def build(self, epoch: int, indices: list[int]) -> Batch:
+        if self.stage.data == "text":
+            return text_batch([self.tokens[i] for i in indices], self.tokenizer.special.endoftext)
+        rows = [self.rows[i] for i in indices]
+        tasks = [choose_task(self.stage.tasks, self.seed, epoch, r.id) for r in rows]
+        return speech_batch(rows, tasks, self.tokenizer, self.frontend)
+
+    def loader(self, epoch: int, start: int, workers: int):
+        plan = plan_batches(self.costs, self.budget, self.seed, epoch)
+        source = BatchSource(plan[start:], lambda idx: self.build(epoch, idx))
+        return torch.utils.data.DataLoader(
+            source, batch_size=None, shuffle=False, num_workers=workers, worker_init_fn=worker_init,
+            pin_memory=torch.cuda.is_available(), prefetch_factor=4 if workers else None,
+        )  # fmt: skip
+
+
+def _loss(model: SpeechModel, batch: Batch, cfg: TrainConfig, seed: int) -> torch.Tensor:
+    device = batch.input_ids.device
+    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.precision == "bf16"):
+        audio = None
+        if batch.features is not None:
+            feats = spec_augment(batch.features, batch.feature_lengths.cpu(), cfg.specaugment, seed)
+            audio = model.audio(feats, batch.feature_lengths)
+        embeds = model.embed_inputs(batch.input_ids, audio)
+        positions = torch.arange(embeds.shape[1], device=device).expand(embeds.shape[0], -1)
+        logits = model.decoder.logits(model.decoder(embeds, positions))
+    return F.cross_entropy(logits.float().flatten(0, 1), batch.labels.flatten(), ignore_index=IGNORE)
+
+
+def _step(model, batch, optimizer, params, cfg: TrainConfig, lr: float, seed: int) -> tuple[float, float]:
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+    loss = _loss(model, batch, cfg, seed)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    norm = torch.nn.utils.clip_grad_norm_(list(params.values()), cfg.grad_clip)
+    optimizer.step()
+    return float(loss.detach()), float(norm)
+
+
+def train(
+    cfg: TrainConfig,
+    setup: TrainSetup,
+    paths: DataPaths,
+    run_dir: Path,
+    *,
+    resume: bool = True,
+    stop_at_step: int | None = None,
+    on_record: Callable[[dict], None] | None = None,
+    before_stage: Callable[[StageConfig], None] | None = None,
+) -> list[dict]:
+    """Run (or resume) every stage of ``cfg``; returns the history (one dict per logged step or eval).
+
+    ``resume`` continues from the newest checkpoint in ``run_dir/checkpoints``; ``stop_at_step`` saves a
+    checkpoint after that global step and returns, as a kill right after a save would leave the run.
+    ``on_record`` sees each history entry as it is made; ``before_stage`` runs before each stage
+    starts or resumes (the recipe waits there for synthesis that runs beside the text stage).
+    """
+    model = setup.model.to(setup.device).train()
+    position, history, saved = ckpt.Position(), [], None
+    found = ckpt.latest_checkpoint(run_dir) if resume else None
+    if found is not None:
+        meta = ckpt.read_training_meta(found)
+        position = ckpt.Position(**meta["position"])
+        history = meta["history"]
+        saved = ckpt.load_model_state(found, model)
+        log.info("resuming from %s (stage %d, step %d)", found, position.stage, position.step)
+    dev: list[Row] = []
+    for index in range(position.stage, len(cfg.stages)):
+        if index != position.stage:
+            position = ckpt.Position(stage=index, global_step=position.global_step)
+            saved = None
+        if before_stage is not None:
+            before_stage(cfg.stages[index])
+        if not dev and paths.dev is not None and cfg.stages[index].data == "speech":
+            dev = dev_subset(read_rows(paths.dev, True), cfg.dev_per_lang)  # read late: synthesis may run now
+        position = _run_stage(cfg, setup, paths, run_dir, position, saved, history, dev, stop_at_step, on_record)
+        if stop_at_step is not None and position.global_step >= stop_at_step:
+            break
+    return history
+
+
+def _run_stage(cfg, setup, paths, run_dir, position, saved, history, dev, stop_at_step, on_record):
+    stage = cfg.stages[position.stage]
+    model = setup.model
+    params = select_trainable(model, stage)
+    names = list(params)
+    optimizer = build_optimizer(params, stage, cfg.betas, cfg.eps)
+    if saved is not None:
+        ckpt.load_optimizer_state(saved, optimizer, names)
+    data = _StageData(stage, setup, paths, cfg.seed + position.stage)
+    if stage.init_feature_stats and position.step == 0:
+        first = data.build(0, list(range(min(FEATURE_STATS_ROWS, len(data.rows)))))
+        set_feature_stats_(model, first.features, first.feature_lengths)
+    log.info("stage %s: %d trainable parameters (%s), lora %s", stage.name,
+             sum(p.numel() for p in params.values()), ", ".join(stage.trainable), stage.lora)  # fmt: skip
+
+    def record(entry: dict) -> None:
+        history.append(entry)
+        if on_record is not None:
+            on_record(entry)
+
+    def checkpoint(pos: ckpt.Position) -> None:
+        out = ckpt.checkpoint_dir(run_dir, pos.global_step)
+        ckpt.save_official(model, setup.official, setup.tokenizer_dir, out, cfg.save_dtype, cfg.shard_mb)
+        meta = {"train_config": to_dict(cfg), "history": history}
+        ckpt.save_training_state(out, model, optimizer, names, pos, meta)
+
+    def finished(pos: ckpt.Position) -> bool:
+        clock = stage.max_seconds > 0 and pos.elapsed_s >= stage.max_seconds
+        return pos.step >= stage.max_steps or clock
+
+    while not finished(position):
+        workers = cfg.num_workers if stage.data == "speech" else 0  # text batches are cheap to build
+        for batch in data.loader(position.epoch, position.batch, workers):
+            start = time.perf_counter()
+            lr = lr_at(stage, position.step, position.elapsed_s)
+            seed = cfg.seed * 1_000_003 + position.global_step
+            loss, norm = _step(model, batch.to(setup.device), optimizer, params, cfg, lr, seed)
+            if setup.device.type == "cuda":
+                torch.cuda.synchronize()
+            position = dataclasses.replace(
+                position, step=position.step + 1, global_step=position.global_step + 1,
+                batch=position.batch + 1, elapsed_s=position.elapsed_s + time.perf_counter() - start,
+            )  # fmt: skip
+            done = finished(position)
+            if position.step % cfg.log_every == 0 or done or position.step == 1:
+                record({"global_step": position.global_step, "stage": stage.name, "step": position.step, "loss": loss,
+                        "lr": lr, "grad_norm": norm, "elapsed_s": round(position.elapsed_s, 2)})  # fmt: skip
+            if dev and stage.data == "speech" and stage.eval_every and position.step % stage.eval_every == 0:
+                _evaluate(model, setup, stage, dev, position, record)
+            stop = stop_at_step is not None and position.global_step >= stop_at_step
+            if done or stop or (stage.save_every and position.step % stage.save_every == 0):
+                if done and dev and stage.data == "speech":
+                    _evaluate(model, setup, stage, dev, position, record)
+                checkpoint(position)
+            if done or stop:
+                return position
+        position = dataclasses.replace(position, epoch=position.epoch + 1, batch=0)
+    return position
+
+
+def _evaluate(model, setup: TrainSetup, stage: StageConfig, dev: list[Row], position, record) -> None:
+    # transcription only: translation (direct and CoT) is scored on the held-out set, and BLEU into
+    # Japanese needs MeCab, which a training machine need not have
+    tasks = (Task.ASR,)
+    start = time.perf_counter()
+    scores = evaluate_dev(model, setup.tokenizer, dev, tasks)
+    record({"global_step": position.global_step, "stage": stage.name, "step": position.step, "dev": scores,
+            "eval_s": round(time.perf_counter() - start, 1)})  # fmt: skip
+    log.info("step %d dev %s", position.global_step, scores)

@@ -1,0 +1,120 @@
+"""Training on a tiny model (CPU, seconds): loss falls, resume is bit-identical, checkpoints reload."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+
+from speechkit.errors import ConfigError
+from speechkit.model.loader import load_speech_model
+from speechkit.testing.audio import speechlike
+from speechkit.text.tokenizer import Tokenizer
+from speechkit.training.config import ModelSpec, SpecAugmentConfig, StageConfig, TrainConfig, apply_overrides, from_dict
+from speechkit.training.data.tokenizer import train_tokenizer
+from speechkit.training.model_init import build_model, official_config
+from speechkit.training.trainer import DataPaths, TrainSetup, train
+
+TEXTS = [
+    ("en", "de", "Choose Format - Cells.", "Wählen Sie Format - Zellen."),
+    ("de", "en", "Klicken Sie auf OK.", "Click OK."),
+    ("en", "fr", "Open the file menu.", "Ouvrez le menu fichier."),
+    ("fr", "en", "Fermez la fenêtre.", "Close the window."),
+]
+SPEC = ModelSpec(encoder_dim=32, encoder_heads=2, encoder_blocks=1, encoder_linear_units=32, conv_channels=16,
+                 decoder_dim=32, decoder_layers=1, decoder_heads=2, decoder_kv_heads=1, intermediate_size=48,
+                 lora_rank=4, lora_alpha=8.0)  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("corpus")
+    rows = []
+    for i, (src, tgt, text, translation) in enumerate(TEXTS * 2):
+        path = root / f"a{i}.flac"
+        sf.write(path, speechlike(0.6 + 0.1 * i, seed=i), 16000)
+        rows.append({"id": f"u{i}", "audio_filepath": path.name, "duration": 0.6 + 0.1 * i, "src_lang": src,
+                     "tgt_lang": tgt, "text": text, "translation": translation})  # fmt: skip
+    (root / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    train_tokenizer([t for r in rows for t in (r["text"], r["translation"])], root / "tok", vocab_size=400)
+    return root
+
+
+def _setup(corpus: Path) -> TrainSetup:
+    tokenizer = Tokenizer.from_dir(corpus / "tok")
+    official = official_config(SPEC, tokenizer, 400)
+    model = build_model(official, tokenizer, SPEC.init_std, seed=0)
+    return TrainSetup(model, official, tokenizer, corpus / "tok", torch.device("cpu"))
+
+
+def _config(**stage) -> TrainConfig:
+    text = StageConfig("text", "text", ("decoder",), max_steps=2, lr=3e-3, warmup_steps=1, batch_tokens=64)
+    speech = StageConfig("speech", "speech", ("encoder", "projector", "lora"), lora=True,
+                         tasks={"asr": 1.0, "ast": 1.0, "ast_cot": 1.0}, warmup_steps=1, lr=3e-3,
+                         batch_seconds=2.5, init_feature_stats=True, **{"max_steps": 4, **stage})  # fmt: skip
+    return TrainConfig(stages=(text, speech), precision="fp32", log_every=1)
+
+
+def _losses(history: list[dict]) -> dict[int, float]:
+    return {e["global_step"]: e["loss"] for e in history if "loss" in e}
+
+
+def test_loss_falls_on_a_fixed_batch(corpus: Path, tmp_path: Path) -> None:
+    # one batch holding every utterance, seen again each step: the loss must fall
+    stage = StageConfig("fit", "speech", ("encoder", "projector", "decoder"), max_steps=8, lr=1e-2,
+                        warmup_steps=1, min_lr_ratio=1.0, batch_seconds=100.0)
+    cfg = TrainConfig(stages=(stage,), precision="fp32", log_every=1,
+                      specaugment=SpecAugmentConfig(freq_masks=0, time_masks=0))
+    history = train(cfg, _setup(corpus), DataPaths(train=corpus / "train.jsonl"), tmp_path)
+    losses = list(_losses(history).values())
+    assert len(losses) == 8
+    assert all(b < a for a, b in zip(losses, losses[1:], strict=False)), losses
+    assert losses[-1] < 0.8 * losses[0], losses
+
+
+def test_resume_gives_bit_identical_losses(corpus: Path, tmp_path: Path) -> None:
+    paths = DataPaths(text=corpus / "train.jsonl", train=corpus / "train.jsonl")
+    full = _losses(train(_config(), _setup(corpus), paths, tmp_path / "full"))
+    # stop after step 4 (inside the speech stage, with optimizer moments), then resume in a fresh model
+    train(_config(), _setup(corpus), paths, tmp_path / "cut", stop_at_step=4)
+    resumed = _losses(train(_config(), _setup(corpus), paths, tmp_path / "cut"))
+    assert set(full) == {1, 2, 3, 4, 5, 6}
+    for step in (5, 6):
+        assert resumed[step] == full[step], (step, resumed[step], full[step])  # exact, not approximate
+
+
+def test_checkpoint_reloads_with_the_same_logits(corpus: Path, tmp_path: Path) -> None:
+    setup = _setup(corpus)
+    paths = DataPaths(text=corpus / "train.jsonl", train=corpus / "train.jsonl")
+    cfg = TrainConfig(stages=_config().stages, precision="fp32", save_dtype="float32")
+    train(cfg, setup, paths, tmp_path)
+    final = sorted((tmp_path / "checkpoints").iterdir())[-1]
+    export = tmp_path / "export"
+    shutil.copytree(final, export, ignore=shutil.ignore_patterns("training_state.*"))
+    loaded = load_speech_model(export, dtype=torch.float32, lora="unmerged")
+    model = setup.model.eval()
+    ids = torch.tensor([[4, 2, 2, 2, 9, 10, 3, 5, 11, 12]])
+    feats = torch.from_numpy(np.random.default_rng(0).normal(8, 2, (1, 24, 80)).astype(np.float32))
+    with torch.no_grad():
+        outs = []
+        for m in (model, loaded.model):
+            embeds = m.embed_inputs(ids, m.audio(feats))
+            outs.append(m.decoder.logits(m.decoder(embeds, torch.arange(ids.shape[1])[None])))
+    torch.testing.assert_close(outs[1], outs[0], rtol=0, atol=1e-5)
+    assert loaded.tokenizer.special.audio == 2 and loaded.config.decoder.vocab_size == 400
+
+
+def test_config_errors_name_the_key() -> None:
+    with pytest.raises(ConfigError, match=r"unknown key\(s\) \['bogus'\]"):
+        from_dict(ModelSpec, {"bogus": 1}, "model")
+    with pytest.raises(ConfigError, match="trains 'lora' but has lora: false"):
+        StageConfig("s", "speech", ("lora",))
+    with pytest.raises(ConfigError, match="no key 'nope'"):
+        apply_overrides({"train": {"seed": 0}}, ["train.nope.x=1"])
+    raw = apply_overrides({"train": {"stages": [{"lr": 1.0}]}}, ["train.stages.0.lr=0.5"])
+    assert raw["train"]["stages"][0]["lr"] == 0.5
