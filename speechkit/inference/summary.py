@@ -79,6 +79,8 @@ def summarize_long(
         try:
             parts = plan_parts(detect_speech(path, longform.request_vad()), longform.max_request_s)
             check_audio_requests(pipeline, str(path), spec, parts, cap)
+            if len(parts) > 1:
+                _require_switchable(pipeline, str(path))
             plans.append((parts, audio_info(path).duration))
         except SpeechkitError as err:
             if on_error is None:
@@ -172,11 +174,7 @@ def text_request(pipeline: Pipeline, text: str, cap: int, source: str) -> Genera
         ConfigError: the adapter is merged into the weights, or the request exceeds the context.
     """
     decoder = pipeline.model.decoder
-    if decoder.lora_state == "merged":
-        raise ConfigError(
-            f"{source}: the text-only summary of parts needs the speech adapter switched off, but it is merged "
-            "into the weights; load with lora='unmerged'"
-        )
+    _require_switchable(pipeline, source)
     ids = pipeline.tokenizer.encode(f"{USER_TOKEN}{text}{END_TOKEN}{ASSISTANT_TOKEN}")
     context = decoder.config.rope.max_position_embeddings
     if len(ids) + cap > context:
@@ -198,3 +196,11 @@ def text_request(pipeline: Pipeline, text: str, cap: int, source: str) -> Genera
     finally:
         if switchable:
             decoder.set_lora_enabled(True)
+
+
+def _require_switchable(pipeline: Pipeline, source: str) -> None:
+    if pipeline.model.decoder.lora_state == "merged":
+        raise ConfigError(
+            f"{source}: joining the parts' texts needs the speech adapter switched off, but it is merged into "
+            "the weights; load with lora='unmerged'"
+        )
