@@ -118,3 +118,41 @@ def test_whole_model_full_size_fp32_and_bf16(fp32_pair):
         assert err <= 1.5 * port_err
     _report("port bf16 vs port fp32", port_err)
     _report("top-1 agreement port bf16 vs port fp32", (ref16.argmax(-1) == ref32.argmax(-1)).float().mean().item())
+
+
+@torch.no_grad()
+def test_fast_path_matches_plain_bf16(fp32_pair):
+    """The CUDA-graph decode step, teacher-forced on a fixed 64-token continuation, vs one plain forward."""
+    from speechkit.inference.fast_generate import DecodeStep
+
+    _, _, ours, _ = fp32_pair
+    model = ours.to(torch.bfloat16)  # the fp32 tests above have run; bf16 from here on
+    feats = _features(30.0, seed=5)
+    n_audio = -(-feats.shape[1] // 8)
+    continuation = torch.randint(0, 199000, (64,), generator=torch.Generator().manual_seed(4))
+    ids = _prompt_ids(n_audio, continuation)
+    prompt_len = ids.shape[1] - 64
+    audio = model.audio(feats)
+    embeds = model.embed_inputs(ids, audio)
+    plain = model.decoder.logits(model.decoder(embeds, torch.arange(ids.shape[1], device="cuda")[None]))
+    plain = plain[0, prompt_len - 1 : -1].float()  # predictions for the 64 continuation tokens
+
+    total = ids.shape[1]
+    cache = model.decoder.allocate_cache(1, total)
+    mask = torch.ones(1, total, dtype=torch.long, device="cuda")
+    step = DecodeStep(model, cache, mask, model.decoder.regime_for(total), use_graph=True)
+    hidden = model.decoder(embeds[:, :prompt_len], torch.arange(prompt_len, device="cuda")[None], cache=cache,
+                           prefill=True)  # fmt: skip
+    fast = [model.decoder.logits(hidden[:, -1]).float()[0]]
+    step.slot.fill_(prompt_len)
+    step.position.fill_(prompt_len)
+    for k in range(63):
+        step.token.fill_(int(continuation[k]))  # teacher forcing: overwrite the step's own argmax
+        step()
+        fast.append(step.logits[0].clone())
+    fast = torch.stack(fast)
+    err = relative_error(fast, plain)
+    top1 = (fast.argmax(-1) == plain.argmax(-1)).float().mean().item()
+    _report("fast (CUDA graph) vs plain, bf16, 64 forced tokens", err)
+    _report("top-1 agreement fast vs plain bf16", top1)
+    assert err <= 0.05 and top1 >= 0.9  # bf16 noise: the port's own bf16-vs-fp32 error is ~8e-2
