@@ -1,4 +1,6 @@
-"""Audio leaves: file and array input (``io``), the log-mel front end (``features``). Nothing here imports the model.
+"""Audio leaves: file and array input (``io``), the log-mel front end (``features``), speech detection (``vad``).
+
+Nothing here imports the model.
 
 ``SAMPLE_RATE`` and ``FILL_ZERO_RATE`` are imported from here by the rest of speechkit.
 """
@@ -15,16 +17,21 @@ from speechkit.audio.io import (
     load_audio,
     read_segment,
 )
+from speechkit.audio.vad import VAD_METHODS, SpeechSegment, VadOptions, detect_speech
 
 __all__ = [
     "FILL_ZERO_RATE",
     "SAMPLE_RATE",
+    "VAD_METHODS",
     "AudioInfo",
     "AudioWindow",
     "Features",
     "LogMelFrontend",
+    "SpeechSegment",
+    "VadOptions",
     "Waveform",
     "audio_info",
+    "detect_speech",
     "iter_audio_windows",
     "load_audio",
     "num_audio_tokens",
