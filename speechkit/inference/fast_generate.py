@@ -15,9 +15,7 @@ from __future__ import annotations
 
 import torch
 
-from speechkit.errors import ConfigError
-from speechkit.inference.generate import Generation, Row, advance, generate
-from speechkit.model.decoder import position_ids_from_mask
+from speechkit.inference.generate import Generation, LeftPadded, Row, advance, generate
 from speechkit.model.encoder import EncoderOutput
 from speechkit.model.kv_cache import KVCache
 from speechkit.model.rope import Regime
@@ -95,30 +93,19 @@ def generate_fast(
     the RoPE regime threshold.
     """
     decoder = model.decoder
-    device = decoder.embed_tokens.weight.device
-    use_graph = device.type == "cuda" if use_graph is None else use_graph
-    batch, prompt_len = len(prompts), max(len(p) for p in prompts)
-    total = prompt_len + max(max_new_tokens)
+    batch = LeftPadded.build(model, prompts, max_new_tokens, pad_id)
+    ids, mask, positions, prompt_len = batch.ids, batch.mask, batch.positions, batch.prompt_len
+    total, device = ids.shape[1], ids.device
     if decoder.regime_for(prompt_len) != decoder.regime_for(total):
         return generate(model, prompts, audio, max_new_tokens=max_new_tokens, stop_ids=stop_ids, pad_id=pad_id,
                         detect_loops=detect_loops)  # fmt: skip
-    if total > decoder.config.rope.max_position_embeddings:
-        raise ConfigError(
-            f"prompt of {prompt_len} tokens plus {max(max_new_tokens)} new tokens exceeds the model's context of "
-            f"{decoder.config.rope.max_position_embeddings} tokens; shorten the audio or lower --max-new-tokens"
-        )
-    ids = torch.full((batch, prompt_len), pad_id, dtype=torch.long, device=device)
-    mask = torch.ones(batch, total, dtype=torch.long, device=device)
-    for i, p in enumerate(prompts):
-        ids[i, prompt_len - len(p) :] = torch.tensor(p, device=device)
-        mask[i, : prompt_len - len(p)] = 0
-    positions = position_ids_from_mask(mask)
-    padded = any(len(p) < prompt_len for p in prompts)
+    use_graph = device.type == "cuda" if use_graph is None else use_graph
+    padded = batch.padded
     regime = decoder.regime_for(prompt_len)
-    cache = decoder.allocate_cache(batch, total)
+    cache = decoder.allocate_cache(len(prompts), total)
     step = DecodeStep(model, cache, mask, regime, use_graph)
 
-    hidden = decoder(model.embed_inputs(ids, audio), positions[:, :prompt_len], cache=cache,
+    hidden = decoder(model.embed_inputs(ids[:, :prompt_len], audio), positions[:, :prompt_len], cache=cache,
                      attention_mask=mask[:, :prompt_len] if padded else None, regime=regime, prefill=True)  # fmt: skip
     logprob, token = torch.log_softmax(decoder.logits(hidden[:, -1]).float(), dim=-1).max(dim=-1)
     step.token.copy_(token[:, None])

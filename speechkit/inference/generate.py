@@ -44,6 +44,44 @@ class Row:
     stop: str | None = None
 
 
+@dataclass(frozen=True)
+class LeftPadded:
+    """A batch of prompts left-padded to one length, with room for the new tokens.
+
+    Attributes:
+        ids: (B, prompt_len + max_new) token ids, pad ids before each prompt and after it.
+        mask: (B, prompt_len + max_new) 1 for real tokens (new-token slots count as real), 0 for padding.
+        positions: (B, prompt_len + max_new) rotary positions (cumsum of the mask - 1, as the official code).
+        prompt_len: the longest prompt's length.
+        padded: whether any prompt is shorter than ``prompt_len``.
+    """
+
+    ids: torch.Tensor
+    mask: torch.Tensor
+    positions: torch.Tensor
+    prompt_len: int
+    padded: bool
+
+    @classmethod
+    def build(cls, model: SpeechModel, prompts: list[list[int]], max_new_tokens: list[int], pad_id: int) -> LeftPadded:
+        device = model.decoder.embed_tokens.weight.device
+        prompt_len = max(len(p) for p in prompts)
+        total = prompt_len + max(max_new_tokens)
+        limit = model.decoder.config.rope.max_position_embeddings
+        if total > limit:
+            raise ConfigError(
+                f"prompt of {prompt_len} tokens plus {max(max_new_tokens)} new tokens exceeds the model's "
+                f"context of {limit} tokens; shorten the audio or lower --max-new-tokens"
+            )
+        ids = torch.full((len(prompts), total), pad_id, dtype=torch.long, device=device)
+        mask = torch.ones(len(prompts), total, dtype=torch.long, device=device)
+        for i, p in enumerate(prompts):
+            ids[i, prompt_len - len(p) : prompt_len] = torch.tensor(p, device=device)
+            mask[i, : prompt_len - len(p)] = 0
+        padded = any(len(p) < prompt_len for p in prompts)
+        return cls(ids, mask, position_ids_from_mask(mask), prompt_len, padded)
+
+
 @torch.inference_mode()
 def generate(
     model: SpeechModel,
@@ -66,26 +104,13 @@ def generate(
         detect_loops: cut and flag runaway repetition (off only to force output lengths in benchmarks).
     """
     decoder = model.decoder
-    device = decoder.embed_tokens.weight.device
-    batch, prompt_len = len(prompts), max(len(p) for p in prompts)
-    total = prompt_len + max(max_new_tokens)
-    limit = decoder.config.rope.max_position_embeddings
-    if total > limit:
-        raise ConfigError(
-            f"prompt of {prompt_len} tokens plus {max(max_new_tokens)} new tokens exceeds the model's "
-            f"context of {limit} tokens; shorten the audio or lower --max-new-tokens"
-        )
-    ids = torch.full((batch, total), pad_id, dtype=torch.long, device=device)
-    mask = torch.ones(batch, total, dtype=torch.long, device=device)
-    for i, p in enumerate(prompts):
-        ids[i, prompt_len - len(p) : prompt_len] = torch.tensor(p, device=device)
-        mask[i, : prompt_len - len(p)] = 0
-    positions = position_ids_from_mask(mask)
+    batch = LeftPadded.build(model, prompts, max_new_tokens, pad_id)
+    ids, mask, positions, prompt_len = batch.ids, batch.mask, batch.positions, batch.prompt_len
+    device = ids.device
     stops = torch.tensor(stop_ids, device=device)
     rows = [Row(n, [], detect_loops) for n in max_new_tokens]
-    cache = decoder.allocate_cache(batch, total)
-
-    padded = any(len(p) < prompt_len for p in prompts)
+    cache = decoder.allocate_cache(len(prompts), ids.shape[1])
+    padded = batch.padded
     length = prompt_len  # tokens in the cache after the next forward
     regime = decoder.regime_for(length)
     hidden = decoder(model.embed_inputs(ids[:, :length], audio), positions[:, :length], cache=cache,
