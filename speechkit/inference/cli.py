@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -125,6 +127,7 @@ def _options(args: argparse.Namespace):
 
 
 def _run(args: argparse.Namespace) -> int:
+    from speechkit.inference.distributed import Rank
     from speechkit.inference.longform import decode_long
     from speechkit.inference.pipeline import Pipeline
     from speechkit.inference.summary import summarize_long
@@ -134,10 +137,13 @@ def _run(args: argparse.Namespace) -> int:
     except ConfigError as err:
         print(f"speechkit {args.task}: error: {err}", file=sys.stderr)
         return USAGE_ERROR
+    rank = Rank.from_env()
     text_requests = args.task in ("summarize", "ask") and _longer_than(args.files, longform.max_request_s)
     pipeline = Pipeline.load(
-        args.model, device=args.device, dtype=args.dtype, lora="unmerged" if text_requests else "merged"
+        args.model, device=rank.device(args.device), dtype=args.dtype, lora="unmerged" if text_requests else "merged"
     )
+    if rank.world > 1:
+        return _run_sharded(args, rank, pipeline, (spec, decode, longform), cues, formats)
     writer = _OrderedWriter(args, formats, cues)
     start = time.perf_counter()
     driver = summarize_long if args.task in ("summarize", "ask") else decode_long
@@ -154,6 +160,57 @@ def _run(args: argparse.Namespace) -> int:
     )
     writer.finish(time.perf_counter() - start)
     return 1 if writer.failed else 0
+
+
+def _run_sharded(args: argparse.Namespace, rank, pipeline, request: tuple, cues: CueOptions,
+                 formats: tuple[str, ...]) -> int:  # fmt: skip
+    """Under torchrun: decode this rank's length-balanced shard; rank 0 prints every file in input order."""
+    import torch.distributed as dist
+
+    from speechkit.inference.distributed import ShardResults, shard_by_length
+    from speechkit.inference.longform import decode_long
+    from speechkit.inference.summary import summarize_long
+
+    dist.init_process_group("gloo")
+    try:
+        mine = shard_by_length([_duration(f) for f in args.files], rank.world)[rank.index]
+        folder = Path(tempfile.gettempdir()) / f"speechkit-shards-{os.environ.get('TORCHELASTIC_RUN_ID', 'run')}"
+        shard = ShardResults(folder, rank)
+        writer = _OrderedWriter(args, formats, cues)  # writes this rank's output files; rank 0 prints
+
+        def on_result(j: int, result) -> None:
+            record = result_record(result, args.files[mine[j]], str(args.model), cues)
+            shard.add(mine[j], record)
+            if writer.stems is not None:
+                writer.write_files(mine[j], result, record)
+
+        def on_error(j: int, err: SpeechkitError) -> None:
+            shard.add(mine[j], error=str(err))
+
+        driver = summarize_long if args.task in ("summarize", "ask") else decode_long
+        driver(pipeline, [args.files[i] for i in mine], *request, language=args.language, on_result=on_result,
+               on_error=on_error, on_progress=lambda done, total: None)  # fmt: skip
+        failed = 0
+        for entry in shard.gather():
+            if "error" in entry:
+                failed += 1
+                print(f"speechkit {args.task}: error: {entry['error']}", file=sys.stderr)
+            elif args.format in ("json", "all"):
+                print(json.dumps(entry["record"], ensure_ascii=False), flush=True)
+            elif args.format == "txt" and writer.stems is None:
+                print(entry["record"]["text"], flush=True)
+        return 1 if failed else 0
+    finally:
+        dist.destroy_process_group()
+
+
+def _duration(path: str) -> float:
+    from speechkit.audio import audio_info
+
+    try:
+        return audio_info(path).duration
+    except SpeechkitError:
+        return 0.0  # reported by the rank that decodes it
 
 
 def _longer_than(files: list[str], seconds: float) -> bool:
@@ -214,9 +271,12 @@ class _OrderedWriter:
         elif self.args.format == "txt" and self.stems is None:
             print(result.text, flush=True)
         if self.stems is not None:
-            stem = self.stems[Path(self.args.files[i]).resolve()]
-            timed = [TimedText(s.start, s.end, s.text) for s in result.segments]
-            write_outputs(stem, self.formats, timed, record, self.cues)
+            self.write_files(i, result, record)
+
+    def write_files(self, i: int, result, record: dict) -> None:
+        stem = self.stems[Path(self.args.files[i]).resolve()]
+        timed = [TimedText(s.start, s.end, s.text) for s in result.segments]
+        write_outputs(stem, self.formats, timed, record, self.cues)
 
 
 def result_record(result, file: str, model: str, cues: CueOptions) -> dict:
