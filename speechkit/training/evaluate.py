@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import torch
 
-from speechkit.inference.pipeline import DecodeOptions, Pipeline
-from speechkit.model.loader import LoadedModel
+from speechkit.audio import LogMelFrontend, load_audio
+from speechkit.inference.generate import generate
+from speechkit.inference.pipeline import default_max_new_tokens
 from speechkit.model.speech_model import SpeechModel
 from speechkit.scoring import Record, score_records
-from speechkit.text.prompts import PromptSpec, Task
+from speechkit.text.prompts import PromptSpec, Task, encode_prompt
 from speechkit.text.tokenizer import Tokenizer
 from speechkit.training.batches import Row
 
@@ -26,21 +25,35 @@ def dev_subset(rows: list[Row], per_lang: int) -> list[Row]:
     return out
 
 
-def decode_records(pipeline: Pipeline, rows: list[Row], task: Task, batch_size: int = 32) -> list[Record]:
-    """Decode ``rows`` with one task (AST grouped by target language) into raw scoring records."""
-    groups: dict[str | None, list[Row]] = {}
-    for row in rows:
-        groups.setdefault(None if task is Task.ASR else row.tgt_lang, []).append(row)
+@torch.inference_mode()
+def decode_records(model: SpeechModel, tokenizer: Tokenizer, rows: list[Row], task: Task,
+                   batch_size: int = 32) -> list[Record]:  # fmt: skip
+    """Greedy-decode ``rows`` with one task (AST grouped by target language) into raw scoring records.
+
+    Uses the plain decoding loop rather than :class:`~speechkit.inference.pipeline.Pipeline`, whose GPU
+    path captures CUDA graphs: a model whose weights change every step gains nothing from capture.
+    """
+    device = model.decoder.embed_tokens.weight.device
+    frontend = LogMelFrontend(device)
     records = []
-    for target, members in groups.items():
-        spec = PromptSpec(task, language=target)
-        results = pipeline.run([str(r.audio) for r in members], spec, DecodeOptions(batch_size=batch_size))
-        for row, res in zip(members, results, strict=True):
-            records.append(Record(
-                id=row.id, audio_filepath=str(row.audio), duration=row.duration, task=task.value,
-                src_lang=row.src_lang, tgt_lang=target, text=row.text, translation=row.translation,
-                pred_text=res.text, pred_transcript=res.transcript,
-            ))  # fmt: skip
+    for i in range(0, len(rows), batch_size):
+        chunk = rows[i : i + batch_size]
+        for target in dict.fromkeys(None if task is Task.ASR else r.tgt_lang for r in chunk):
+            members = [r for r in chunk if task is Task.ASR or r.tgt_lang == target]
+            waves = [load_audio(r.audio) for r in members]
+            feats = frontend([w.samples for w in waves], [w.sample_rate for w in waves])
+            audio = model.audio(feats.values, feats.lengths)
+            text = PromptSpec(task, language=target).text()
+            prompts = [encode_prompt(tokenizer, text, int(n)) for n in audio.lengths]
+            caps = [default_max_new_tokens(task, w.duration) for w in waves]
+            gens = generate(model, prompts, audio, max_new_tokens=caps, stop_ids=tokenizer.stop_ids,
+                            pad_id=tokenizer.special.endoftext)  # fmt: skip
+            for row, gen in zip(members, gens, strict=True):
+                records.append(Record(
+                    id=row.id, audio_filepath=str(row.audio), duration=row.duration, task=task.value,
+                    src_lang=row.src_lang, tgt_lang=target, text=row.text, translation=row.translation,
+                    pred_text=tokenizer.decode(gen.tokens).strip(),
+                ))  # fmt: skip
     return records
 
 
@@ -51,13 +64,11 @@ def evaluate_dev(model: SpeechModel, tokenizer: Tokenizer, rows: list[Row], task
     """
     was_training = model.training
     model.eval()
-    config = model.config
-    pipeline = Pipeline(LoadedModel(model, tokenizer, config, Path("."), "unmerged", 0.0))
     out = {}
     try:
         with torch.autocast(model.decoder.embed_tokens.weight.device.type, enabled=False):
             for task in tasks:
-                score = score_records(decode_records(pipeline, rows, task), protocol="paper")
+                score = score_records(decode_records(model, tokenizer, rows, task), protocol="paper")
                 out[task.value] = {k: round(g.score, 2) for k, g in score.per_lang.items()}
     finally:
         model.train(was_training)
