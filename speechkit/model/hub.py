@@ -10,6 +10,9 @@ from speechkit.errors import CheckpointError
 log = logging.getLogger(__name__)
 
 RELEASED_MODEL = "microsoft/Phi-4-multimodal-instruct"
+# the small model trained on synthetic speech that ships inside the package (recipes/synthetic_demo)
+DEMO_MODEL = "demo"
+DEMO_DIR = Path(__file__).resolve().parent.parent / "demo"
 
 # what the speech branch needs: configs, tokenizer, and the main shards (which carry the speech
 # LoRA); the separate speech-lora/ and vision-lora/ folders are not needed
@@ -27,11 +30,16 @@ SPEECH_FILES = (
 
 
 def resolve_checkpoint(model: str | Path) -> Path:
-    """Local directory for ``model``: an existing directory as is, else a hub id downloaded once.
+    """Local directory for ``model``: ``demo`` (the packaged demo model), an existing directory as is,
+    else a hub id downloaded once.
 
     The download (~12 GB for the released model) goes to the standard Hugging Face cache
     (``HF_HOME``) with progress bars; later calls find it there, also offline.
     """
+    if str(model) == DEMO_MODEL:
+        if not (DEMO_DIR / "config.json").is_file():
+            raise CheckpointError(f"the packaged demo model is missing from {DEMO_DIR}; reinstall speechkit")
+        return DEMO_DIR
     path = Path(model).expanduser()
     if path.is_dir():
         return path
