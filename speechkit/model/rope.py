@@ -37,6 +37,9 @@ class LongRope:
 
     def __init__(self, config: RopeConfig) -> None:
         self.config = config
+        # per (regime, device): computed on first use, so a CUDA-graph capture (which cannot copy
+        # from pageable host memory) finds them ready after its warm-up steps
+        self._inv_freq: dict[tuple[Regime, torch.device], Tensor] = {}
 
     def regime_for(self, total_len: int) -> Regime:
         """Regime for a forward pass whose KV length (cached + new tokens, padding included) is ``total_len``.
@@ -65,7 +68,10 @@ class LongRope:
 
         Angles are computed in fp32 whatever ``dtype`` is (bf16 positions above 256 are not exact).
         """
-        inv_freq = self.inv_freq(regime, position_ids.device)
+        key = (regime, position_ids.device)
+        if key not in self._inv_freq:
+            self._inv_freq[key] = self.inv_freq(regime, position_ids.device)
+        inv_freq = self._inv_freq[key]
         # (B, L, 1) * (rotary_dim/2,): one multiply per entry, identical to the reference's K=1 matmul
         freqs = position_ids.float()[..., None] * inv_freq
         angles = torch.cat((freqs, freqs), dim=-1)  # (B, L, rotary_dim), rotate-half layout
