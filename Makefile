@@ -5,9 +5,14 @@ PIP := $(PYTHON) -m pip
 
 # torch==2.13.0 first: on our CPU machines that exact CPU wheel lies on disk; a bare range
 # would make pip fetch a multi-GB CUDA build. Elsewhere it is the regular PyPI wheel.
+# espeak-ng speaks the test corpora's sentences (Debian package; needs root). Without it the
+# corpus fixtures fall back to tones and everything else still runs.
 install:
 	$(PIP) install -q "torch==2.13.0"
 	$(PIP) install -q -e ".[test,train]"
+	@command -v espeak-ng >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
+		(apt-get update -qq && apt-get install -y -qq espeak-ng >/dev/null); } || \
+		echo "espeak-ng not installed: corpus fixtures use tones instead of speech"
 
 test:
 	$(PYTHON) -m pytest -q -m "not gpu and not slow"

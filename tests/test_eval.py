@@ -47,7 +47,7 @@ def test_eval_end_to_end_and_resume(fixture, tmp_path, capsys):
     assert "| fleurs-de-en-cot | ast_cot | bleu |" in report
     cot = read_records(out / "fleurs-de-en-cot.jsonl")
     assert [(r.pred_transcript, r.translation) for r in cot][:1] == [("Guten Morgen.", "Good morning.")]
-    assert all(r.time > 0 and r.duration == pytest.approx(0.3) for r in cot)
+    assert all(r.time > 0 and r.duration > 0.25 for r in cot)
     scores = json.loads((out / "scores.json").read_text("utf-8"))
     assert scores["openasr-ls-clean"]["per_lang"]["en"]["dropped"] == 1  # the empty reference
     meta = json.loads((out / "cv-en.jsonl.meta.json").read_text("utf-8"))

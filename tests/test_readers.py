@@ -15,6 +15,7 @@ from speechkit.data import (
 )
 from speechkit.errors import DataError
 from speechkit.testing.corpora import (
+    has_speech_synthesis,
     write_commonvoice,
     write_covost,
     write_fleurs,
@@ -23,10 +24,15 @@ from speechkit.testing.corpora import (
 )
 
 
-def _check_audio(utt):
+def _check_audio(utt, duration_from_audio=True):
     wave = utt.load()
-    assert wave.sample_rate == SAMPLE_RATE
-    assert wave.samples.ndim == 1 and 0.25 * SAMPLE_RATE < len(wave.samples) < 0.4 * SAMPLE_RATE
+    assert wave.sample_rate == SAMPLE_RATE and wave.samples.ndim == 1
+    if has_speech_synthesis() and utt.text:  # the row's text, spoken by espeak-ng: longer than a 0.3 s tone
+        assert 0.5 * SAMPLE_RATE < len(wave.samples) < 5 * SAMPLE_RATE
+    else:
+        assert 0.25 * SAMPLE_RATE < len(wave.samples) < 0.4 * SAMPLE_RATE
+    if duration_from_audio and utt.duration is not None:  # FLEURS num_samples, written from the audio
+        assert utt.duration == pytest.approx(len(wave.samples) / SAMPLE_RATE, abs=0.01)
 
 
 def test_commonvoice(tmp_path):
@@ -62,7 +68,7 @@ def test_fleurs_shared_sentence_id_and_translation(tmp_path):
     utts = list(read_fleurs(tmp_path, "de_de"))
     assert [u.id for u in utts] == ["de_de/1.wav", "de_de/2.wav", "de_de/3.wav"]
     assert [u.text for u in utts] == ["Guten Morgen.", "Guten Morgen.", "Gute Nacht."]
-    assert utts[0].duration == pytest.approx(0.3)
+    _check_audio(utts[0])
     _check_audio(utts[1])
     pairs = list(read_fleurs(tmp_path, "de_de", translate_to="en_us"))  # sentence 9 has no English
     assert [(u.id, u.translation, u.tgt_lang) for u in pairs] == [
@@ -124,7 +130,8 @@ def test_manifest(tmp_path):
     utts = list(read_manifest(path))
     assert [(u.id, u.text, u.translation, u.tgt_lang) for u in utts] == [
         ("a.wav", "hi", None, None), ("b.wav", "", "Hallo", "de")]  # fmt: skip
-    _check_audio(utts[0])
+    assert utts[0].duration == 0.3  # as the manifest states it
+    _check_audio(utts[0], duration_from_audio=False)
     path.write_text(path.read_text() + json.dumps({"text": "x"}) + "\n{oops\n", "utf-8")
     with pytest.raises(DataError, match=rf"^{path}:3: missing 'audio_filepath'$"):
         list(read_manifest(path))

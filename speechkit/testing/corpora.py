@@ -1,18 +1,24 @@
-"""Tiny corpora in each published layout, for reader and runner tests (synthetic tones, not speech).
+"""Tiny corpora in each published layout, for reader and runner tests.
 
 Every writer takes a destination folder and rows, writes the exact layout its reader expects and
-returns the folder the reader takes. Audio clips are 0.3 s tones, a different pitch per clip.
+returns the folder the reader takes. Each clip speaks its row's text with espeak-ng (installed by
+``make install``); where espeak-ng is absent, or a row has no text, the clip is a 0.3 s tone with a
+pitch per row, so the layouts stay testable anywhere.
 """
 
 from __future__ import annotations
 
 import io
 import json
+import shutil
+import subprocess
 import tarfile
 from collections.abc import Sequence
 from pathlib import Path
 
+import numpy as np
 import soundfile as sf
+import soxr
 
 from speechkit.audio import SAMPLE_RATE
 from speechkit.testing.audio import sine
@@ -20,14 +26,29 @@ from speechkit.testing.audio import sine
 CLIP_S = 0.3
 
 
-def _tone(index: int, sample_rate: int = SAMPLE_RATE):
-    return sine(CLIP_S, 220.0 + 40.0 * index, sample_rate)
+_VOICES = {"en": "en-us", "de": "de", "fr": "fr", "es": "es", "it": "it", "pt": "pt-br", "ja": "ja", "zh": "cmn"}
 
 
-def _wav_bytes(index: int) -> bytes:
+def has_speech_synthesis() -> bool:
+    return shutil.which("espeak-ng") is not None
+
+
+def clip(index: int, text: str, lang: str, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
+    """Row ``index``'s audio: ``text`` spoken by espeak-ng in ``lang`` (``de``, ``de_de``...), else a tone."""
+    voice = _VOICES.get(lang[:2].lower(), "en-us")
+    if not text.strip() or not has_speech_synthesis():
+        return sine(CLIP_S, 220.0 + 40.0 * index, sample_rate)
+    wav = subprocess.run(["espeak-ng", "-v", voice, "--stdout", text], capture_output=True, check=True).stdout
+    samples, rate = sf.read(io.BytesIO(wav), dtype="float32")
+    return (0.9 * soxr.resample(samples, rate, sample_rate)).astype(np.float32)
+
+
+def _wav_bytes(index: int, text: str, lang: str) -> tuple[bytes, int]:
+    """WAV bytes at 16 kHz and their sample count."""
+    samples = clip(index, text, lang)
     buf = io.BytesIO()
-    sf.write(buf, _tone(index), SAMPLE_RATE, format="WAV", subtype="PCM_16")
-    return buf.getvalue()
+    sf.write(buf, samples, SAMPLE_RATE, format="WAV", subtype="PCM_16")
+    return buf.getvalue(), len(samples)
 
 
 def write_commonvoice(root: Path, locale: str, rows: Sequence[tuple[str, str]], split: str = "test") -> Path:
@@ -37,9 +58,9 @@ def write_commonvoice(root: Path, locale: str, rows: Sequence[tuple[str, str]], 
     clips.mkdir(parents=True, exist_ok=True)
     header = "client_id path sentence up_votes down_votes age gender accents variant locale segment"
     lines = [header.replace(" ", "\t")]
-    for i, (clip, sentence) in enumerate(rows):
-        sf.write(clips / clip, _tone(i, 48000), 48000, format="MP3")
-        lines.append(f"c{i}\t{clip}\t{sentence}\t2\t0\t\t\t\t\t{locale}\t")
+    for i, (name, sentence) in enumerate(rows):
+        sf.write(clips / name, clip(i, sentence, locale, 48000), 48000, format="MP3")
+        lines.append(f"c{i}\t{name}\t{sentence}\t2\t0\t\t\t\t\t{locale}\t")
     (release / locale / f"{split}.tsv").write_text("\n".join(lines) + "\n", "utf-8")
     return release
 
@@ -55,11 +76,10 @@ def write_fleurs(root: Path, lang_code: str, rows: Sequence[tuple[int, str, str]
     lines = []
     with tarfile.open(folder / "audio" / f"{split}.tar.gz", "w:gz") as tar:
         for i, (sentence_id, file_name, raw) in enumerate(rows):
-            data = _wav_bytes(i)
+            data, n_samples = _wav_bytes(i, raw, lang_code)
             info = tarfile.TarInfo(f"{split}/{file_name}")
             info.size = len(data)
             tar.addfile(info, io.BytesIO(data))
-            n_samples = round(CLIP_S * SAMPLE_RATE)
             fields = [str(sentence_id), file_name, raw, raw.lower(), "|".join(raw), str(n_samples), "MALE"]
             lines.append("\t".join(fields))
     (folder / f"{split}.tsv").write_text("\n".join(lines) + "\n", "utf-8")
@@ -76,9 +96,9 @@ def write_covost(root: Path, src: str, tgt: str, rows: Sequence[tuple[str, str, 
     clips = root / src / "clips"
     clips.mkdir(parents=True, exist_ok=True)
     lines = ["path\tsentence\ttranslation\tclient_id"]
-    for i, (clip, sentence, translation) in enumerate(rows):
-        sf.write(clips / clip, _tone(i, 48000), 48000, format="MP3")
-        lines.append(f"{clip}\t{sentence}\t{translation}\tspk{i}")
+    for i, (name, sentence, translation) in enumerate(rows):
+        sf.write(clips / name, clip(i, sentence, src, 48000), 48000, format="MP3")
+        lines.append(f"{name}\t{sentence}\t{translation}\tspk{i}")
     (root / f"covost_v2.{src}_{tgt}.{split}.tsv").write_text("\n".join(lines) + "\n", "utf-8")
     return root, clips
 
@@ -92,7 +112,7 @@ def write_openasr_parquet(path: Path, rows: Sequence[tuple[str, str]]) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     table = pa.table({
         "id": [r[0] for r in rows],
-        "audio": [{"bytes": _wav_bytes(i), "path": f"{r[0]}.wav"} for i, r in enumerate(rows)],
+        "audio": [{"bytes": _wav_bytes(i, r[1], "en")[0], "path": f"{r[0]}.wav"} for i, r in enumerate(rows)],
         "text": [r[1] for r in rows],
     })  # fmt: skip
     pq.write_table(table, path)
@@ -100,11 +120,12 @@ def write_openasr_parquet(path: Path, rows: Sequence[tuple[str, str]]) -> Path:
 
 
 def write_manifest(path: Path, rows: Sequence[dict]) -> Path:
-    """A JSONL manifest; each row's ``audio_filepath`` (relative) gets a tone written next to the file."""
+    """A JSONL manifest; each row's ``audio_filepath`` (relative) gets its clip written next to the file."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     for i, row in enumerate(rows):
-        sf.write(path.parent / row["audio_filepath"], _tone(i), SAMPLE_RATE)
+        audio = clip(i, row.get("text") or "", row.get("src_lang") or "en")
+        sf.write(path.parent / row["audio_filepath"], audio, SAMPLE_RATE)
     path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), "utf-8")
     return path
 
