@@ -8,6 +8,8 @@ bf16-vs-fp32 error.
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 
@@ -56,6 +58,18 @@ def test_encoder_full_size(fp32_pair):
         err = relative_error(ours.audio(feats).hidden, _port_audio(port, feats))
         _report(f"encoder+projector fp32 {seconds:.0f}s", err)
         assert err <= 1e-5
+    # bf16 copies of both towers: ours must stay within 1.5x of the port's own bf16-vs-fp32 error
+    ours16 = copy.deepcopy(ours.audio).to(torch.bfloat16)
+    port16 = copy.deepcopy(port.model.embed_tokens_extend.audio_embed).to(torch.bfloat16)
+    for seconds in (30.0, 70.0):
+        feats = _features(seconds, seed=int(seconds))
+        ref = _port_audio(port, feats).float()
+        ours_err = relative_error(ours16(feats).hidden.float(), ref)
+        port_err = relative_error(port_speech_embeddings(port16, feats).float(), ref)
+        _report(f"encoder+projector bf16 {seconds:.0f}s: ours vs port fp32", ours_err)
+        _report(f"encoder+projector bf16 {seconds:.0f}s: port bf16 vs port fp32", port_err)
+        assert ours_err <= 1.5 * port_err
+    del ours16, port16
     # a padded batch equals its items one by one
     items = [_features(s, seed=s) for s in (5, 30, 70)]
     batch = torch.zeros(3, max(x.shape[1] for x in items), 80, device="cuda")
