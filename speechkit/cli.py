@@ -20,6 +20,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "speechkit.scoring.cli",
     "speechkit.evaluation.cli",
     "speechkit.streaming.cli", "speechkit.server.cli",  # stream, serve
+    "speechkit.training.export",  # merge-lora
 )
 
 

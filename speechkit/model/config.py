@@ -19,6 +19,10 @@ from speechkit.errors import CheckpointError, ConfigError
 # many subsampled tokens (40 s of audio) run through the Conformer in independent windows.
 ENCODER_WINDOW_TOKENS = 500
 
+# ``config.json`` marker of a merged export (``speechkit merge-lora``): the speech LoRA is folded into
+# plain ``...qkv_proj.weight`` tensors and the checkpoint has no LoRA keys; bump the version on any change
+MERGED_FORMAT = {"name": "speechkit-merged-speech-lora", "version": 1}
+
 
 def _check(condition: bool, message: str) -> None:
     if not condition:
@@ -253,6 +257,7 @@ class SpeechModelConfig:
     decoder: DecoderConfig = field(default_factory=DecoderConfig)
     speech_lora: LoraConfig | None = field(default_factory=LoraConfig)
     dtype: str = "bfloat16"  # the checkpoint's storage dtype (``torch_dtype``)
+    lora_merged: bool = False  # a merged export: speech LoRA folded into the base weights, no LoRA keys
 
     def __post_init__(self) -> None:
         _check(
@@ -279,12 +284,18 @@ class SpeechModelConfig:
         )
         encoder = EncoderConfig.from_official(cfg["audio_processor"])
         lora = cfg.get("speech_lora")
+        merged = "speechkit_format" in cfg
+        _check(
+            not merged or cfg["speechkit_format"] == MERGED_FORMAT,
+            f"speechkit_format={cfg.get('speechkit_format')}: this speechkit reads {MERGED_FORMAT}; upgrade speechkit",
+        )
         return cls(
             encoder=encoder,
             projector=ProjectorConfig(encoder.attention_dim, cfg["hidden_size"]),
             decoder=DecoderConfig.from_official(cfg),
-            speech_lora=LoraConfig.from_official(lora) if lora else None,
+            speech_lora=LoraConfig.from_official(lora) if lora and not merged else None,
             dtype=cfg.get("torch_dtype", "bfloat16"),
+            lora_merged=merged,
         )
 
     @classmethod

@@ -73,6 +73,9 @@ def load_speech_model(
     start = time.perf_counter()
     root = resolve_checkpoint(model)
     config = SpeechModelConfig.from_file(root / "config.json")
+    if config.lora_merged and lora == "unmerged":
+        raise ConfigError(f"{root}: a merged export (speech LoRA folded into the weights) cannot load with "
+                          "lora='unmerged'; load it with lora='merged' or use the unmerged checkpoint")  # fmt: skip
     tokenizer = Tokenizer.from_dir(root)
     with torch.device("meta"):
         speech = SpeechModel(config, tokenizer.special.audio)
