@@ -48,12 +48,15 @@ class Position:
 
 
 def save_official(
-    model: nn.Module, official: dict[str, Any], tokenizer_dir: Path, out: Path, dtype: str, shard_mb: int
+    model: nn.Module, official: dict[str, Any], tokenizer_dir: Path, out: Path, dtype: str, shard_mb: int,
+    key_map: Callable[[str], str] = ours_to_official,
 ) -> Path:
-    """Write ``model`` in the official layout: shards of at most ``shard_mb`` MiB, index, configs, tokenizer."""
+    """Write ``model`` in the official layout: shards of at most ``shard_mb`` MiB, index, configs, tokenizer.
+
+    ``key_map`` names each tensor (the merged export writes plain ``...qkv_proj.weight`` names)."""
     out.mkdir(parents=True, exist_ok=True)
     limit = shard_mb * 2**20
-    tensors = {ours_to_official(k): v.detach().to("cpu", _DTYPES[dtype]).contiguous()
+    tensors = {key_map(k): v.detach().to("cpu", _DTYPES[dtype]).contiguous()
                for k, v in model.state_dict().items()}  # fmt: skip
     groups: list[list[str]] = [[]]
     size = 0
