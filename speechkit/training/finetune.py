@@ -151,7 +151,7 @@ def finetune(
         # every rank loaded the same checkpoint: do not broadcast the frozen weights
         nn.parallel.DistributedDataParallel._set_params_and_buffers_to_ignore_for_model(loss_module, frozen)
         ids = [device.index] if device.type == "cuda" else None
-        loss_module = nn.parallel.DistributedDataParallel(loss_module, device_ids=ids, broadcast_buffers=False)
+        loss_module = nn.parallel.DistributedDataParallel(loss_module, device_ids=ids)
     frontend = LogMelFrontend("cpu")
     durations = [e.row.duration for e in train]
     tok = loaded.tokenizer
@@ -177,7 +177,8 @@ def finetune(
             progress = dataclasses.replace(progress, step=progress.step + 1, batch=progress.batch + 1)
             done = progress.step >= stage.max_steps
             if progress.step % cfg.log_every == 0 or done or progress.step == 1:
-                record({"step": progress.step, "loss": float(loss.detach()), "lr": lr, "grad_norm": float(norm)})
+                record({"step": progress.step, "loss": _mean_over_ranks(loss.detach(), ranks), "lr": lr,
+                        "grad_norm": float(norm)})  # fmt: skip
             if dev and stage.eval_every and (progress.step % stage.eval_every == 0 or done):
                 progress = _evaluate(cfg, loaded, dev, progress, params, run_dir, ranks, record)
             stop = stop_at_step is not None and progress.step >= stop_at_step
@@ -188,6 +189,14 @@ def finetune(
                 return progress
         progress = dataclasses.replace(progress, epoch=progress.epoch + 1, batch=0)
     return progress
+
+
+def _mean_over_ranks(value: torch.Tensor, ranks: Ranks) -> float:
+    if ranks.world > 1:
+        value = value.clone()
+        dist.all_reduce(value)
+        value /= ranks.world
+    return float(value)
 
 
 def dev_wer(cfg: FinetuneConfig, loaded: LoadedModel, dev: list[Example]) -> float:
