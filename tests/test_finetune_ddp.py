@@ -27,7 +27,8 @@ def test_torchrun_two_processes(tiny_checkpoint, tmp_path):
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
            str(ROOT / "recipes/finetune_lora/finetune.py"), "--model", str(tiny_checkpoint), "--train", str(manifest),
            "--dev", str(manifest), "--out", str(out), "finetune.stage.max_steps=2", "finetune.stage.batch_seconds=1.6",
-           "finetune.stage.eval_every=2", "finetune.stage.warmup_steps=0", "finetune.dev_rows=2", "finetune.precision=fp32"]  # fmt: skip
+           "finetune.stage.eval_every=2", "finetune.stage.warmup_steps=0", "finetune.dev_rows=2",
+           "finetune.precision=fp32"]  # fmt: skip
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
     done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
