@@ -116,10 +116,13 @@ class Batch:
     labels: torch.Tensor  # (B, L) int64
     features: torch.Tensor | None  # (B, T, 80) float32 log-mel
     feature_lengths: torch.Tensor | None  # (B,) int64 valid frames
+    asr_rows: torch.Tensor | None = None  # (B,) bool: the answer is the transcript (CTC applies)
+    pad_id: int = 0  # the padding id of input_ids (the CTC blank: never part of an answer)
 
     def to(self, device: torch.device) -> Batch:
         move = (lambda t: None if t is None else t.to(device, non_blocking=True))  # noqa: E731
-        return Batch(move(self.input_ids), move(self.labels), move(self.features), move(self.feature_lengths))
+        return Batch(move(self.input_ids), move(self.labels), move(self.features), move(self.feature_lengths),
+                     move(self.asr_rows), self.pad_id)  # fmt: skip
 
 
 def _pad(seqs: list[list[int]], value: int) -> torch.Tensor:
@@ -131,7 +134,7 @@ def text_batch(token_lists: list[list[int]], pad_id: int) -> Batch:
     """Language-model batch: predict every token after the first."""
     ids = _pad(token_lists, pad_id)
     labels = _pad([s[1:] + [IGNORE] for s in token_lists], IGNORE)
-    return Batch(ids, labels, None, None)
+    return Batch(ids, labels, None, None, None, pad_id)
 
 
 def speech_batch(rows: list[Row], tasks: list[Task], tokenizer: Tokenizer, frontend: LogMelFrontend) -> Batch:
@@ -150,7 +153,8 @@ def speech_batch(rows: list[Row], tasks: list[Task], tokenizer: Tokenizer, front
         seqs.append(seq)
         labels.append(target)
     pad = tokenizer.special.endoftext
-    return Batch(_pad(seqs, pad), _pad(labels, IGNORE), feats.values.float(), feats.lengths.long())
+    asr = torch.tensor([task is Task.ASR for task in tasks])
+    return Batch(_pad(seqs, pad), _pad(labels, IGNORE), feats.values.float(), feats.lengths.long(), asr, pad)
 
 
 class BatchSource(torch.utils.data.Dataset):

@@ -106,7 +106,7 @@ class _StageData:
         )  # fmt: skip
 
 
-def _loss(model: SpeechModel, batch: Batch, cfg: TrainConfig, seed: int) -> torch.Tensor:
+def _loss(model: SpeechModel, batch: Batch, cfg: TrainConfig, stage: StageConfig, seed: int) -> torch.Tensor:
     device = batch.input_ids.device
     with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.precision == "bf16"):
         audio = None
@@ -116,13 +116,34 @@ def _loss(model: SpeechModel, batch: Batch, cfg: TrainConfig, seed: int) -> torc
         embeds = model.embed_inputs(batch.input_ids, audio)
         positions = torch.arange(embeds.shape[1], device=device).expand(embeds.shape[0], -1)
         logits = model.decoder.logits(model.decoder(embeds, positions))
-    return F.cross_entropy(logits.float().flatten(0, 1), batch.labels.flatten(), ignore_index=IGNORE)
+    loss = F.cross_entropy(logits.float().flatten(0, 1), batch.labels.flatten(), ignore_index=IGNORE)
+    if stage.ctc_weight and audio is not None and batch.asr_rows is not None and bool(batch.asr_rows.any()):
+        loss = loss + stage.ctc_weight * _ctc_loss(model, audio, batch)
+    return loss
 
 
-def _step(model, batch, optimizer, params, cfg: TrainConfig, lr: float, seed: int) -> tuple[float, float]:
+def _ctc_loss(model: SpeechModel, audio, batch: Batch) -> torch.Tensor:
+    """CTC of the transcript (answer tokens without ``<|end|>``) on the audio embeddings of ASR rows.
+
+    The output layer is the decoder's tied token embedding and the blank is the pad id
+    (``<|endoftext|>``, never in a transcript), so audio embeddings are pulled towards the embeddings
+    of the tokens they carry and the model gains no parameters.
+    """
+    rows = batch.asr_rows.nonzero().flatten()
+    weight = model.decoder.embed_tokens.weight
+    logits = F.linear(audio.hidden[rows].float(), weight.float())  # (R, T, vocab)
+    log_probs = logits.log_softmax(-1).transpose(0, 1)  # (T, R, vocab)
+    targets = [batch.labels[r][batch.labels[r] != IGNORE][:-1] for r in rows.tolist()]
+    target_lengths = torch.tensor([len(t) for t in targets], device=logits.device)
+    return F.ctc_loss(log_probs, torch.cat(targets), audio.lengths[rows], target_lengths, blank=batch.pad_id,
+                      reduction="mean", zero_infinity=True)  # fmt: skip
+
+
+def _step(model, batch, optimizer, params, cfg: TrainConfig, stage: StageConfig, lr: float,
+          seed: int) -> tuple[float, float]:  # fmt: skip
     for group in optimizer.param_groups:
         group["lr"] = lr
-    loss = _loss(model, batch, cfg, seed)
+    loss = _loss(model, batch, cfg, stage, seed)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     norm = torch.nn.utils.clip_grad_norm_(list(params.values()), cfg.grad_clip)
@@ -208,7 +229,7 @@ def _run_stage(cfg, setup, paths, run_dir, position, saved, history, dev, stop_a
             start = time.perf_counter()
             lr = lr_at(stage, position.step, position.elapsed_s)
             seed = cfg.seed * 1_000_003 + position.global_step
-            loss, norm = _step(model, batch.to(setup.device), optimizer, params, cfg, lr, seed)
+            loss, norm = _step(model, batch.to(setup.device), optimizer, params, cfg, stage, lr, seed)
             if setup.device.type == "cuda":
                 torch.cuda.synchronize()
             position = dataclasses.replace(
