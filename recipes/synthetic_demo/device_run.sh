@@ -9,6 +9,7 @@ set -euo pipefail
 OUT=${OUT:-/tmp/demo_out}
 WORK=${WORK:-/tmp/demo}
 WORKERS=${WORKERS:-$(nproc)}
+TRAIN_LIMIT=${TRAIN_LIMIT:-440}  # wall seconds for train.py; past it the newest checkpoint is exported as is
 CARRY=${CARRY:-.demo/carry}
 mkdir -p "$OUT" "$WORK"
 start=$(date +%s)
@@ -19,9 +20,15 @@ tar xzf "$CARRY/prepared.tar.gz" -C "$WORK"
 tar xzf "$CARRY/espeak.tar.gz" -C "$WORK"
 python3 recipes/synthetic_demo/synthesize.py --prepared "$WORK/prepared" --out "$WORK/audio" \
     --espeak "$WORK/espeak" --workers "$((WORKERS - 1))" --splits train dev test > "$WORK/synth.log" 2>&1 &
-python3 recipes/synthetic_demo/train.py --prepared "$WORK/prepared" --audio "$WORK/audio" --out "$WORK/run" \
-    --wait-audio 400 --export "$WORK/model" --curves "$OUT/curves.png" "$@" 2>&1 | tee "$WORK/train.log"
+timeout "$TRAIN_LIMIT" python3 recipes/synthetic_demo/train.py --prepared "$WORK/prepared" --audio "$WORK/audio" \
+    --out "$WORK/run" --wait-audio 400 --export "$WORK/model" --curves "$OUT/curves.png" "$@" 2>&1 \
+    | tee "$WORK/train.log" || echo "train.py stopped early (status $?)"
 wait
+if [ ! -d "$WORK/model" ]; then  # cut by the clock: ship the newest stage-end checkpoint without its training state
+    last=$(ls -d "$WORK"/run/checkpoints/step-* | sort | tail -n 1)
+    mkdir -p "$WORK/model" && find "$last" -maxdepth 1 -type f ! -name 'training_state*' -exec cp {} "$WORK/model/" \;
+    echo "exported $last after the clock"
+fi
 echo "total $(( $(date +%s) - start )) s"
 cp "$WORK"/model/*.safetensors "$OUT/"
 cp "$WORK/synth.log" "$WORK/train.log" "$WORK/run/history.jsonl" "$WORK/model/" 2>/dev/null || true
