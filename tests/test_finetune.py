@@ -4,6 +4,7 @@ weights, exports (official layout, PEFT adapter, merged) and manifest errors."""
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 from pathlib import Path
 
@@ -194,3 +195,16 @@ def test_unknown_merged_format_version_is_refused(ckpt, tmp_path):
 
     with pytest.raises(CheckpointError, match="speechkit_format=.*version': 99.*upgrade speechkit"):
         SpeechModelConfig.from_file(tmp_path / "config.json")
+
+
+def test_bf16_keeps_frozen_weights_bf16_and_trained_ones_fp32(ckpt, manifest):
+    cfg = dataclasses.replace(_cfg(), precision="bf16")
+    loaded = load_for_finetuning(ckpt, cfg, CPU)
+    trained = select_trainable(loaded.model, cfg.stage)
+    for name, param in loaded.model.named_parameters():
+        assert param.dtype == (torch.float32 if name in trained else torch.bfloat16), name
+    loss = LossModule(loaded.model, cfg)(_batch(loaded, manifest, n=2))
+    loss.backward()
+    assert torch.isfinite(loss)
+    assert all(p.grad is not None and p.grad.dtype == torch.float32 for p in trained.values())
+    assert all(p.grad is None for n, p in loaded.model.named_parameters() if n not in trained)
