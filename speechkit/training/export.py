@@ -3,7 +3,8 @@
 1. :func:`write_official` — the base checkpoint rewritten shard by shard with the trained tensors
    replaced under their released names (``model.layers.N.self_attn.qkv_proj.lora_A.speech.weight``,
    ``...audio_projection.speech.0.weight``); every other tensor (vision tower and LoRA included) and
-   every other file are copied unchanged, so it loads wherever the released checkpoint loads.
+   every other file and folder (but ``speech-lora/``, rewritten by :func:`write_peft_adapter`) are copied
+   unchanged, so it should load wherever the released checkpoint loads.
 2. :func:`write_peft_adapter` — ``speech-lora/adapter_model.safetensors`` + ``adapter_config.json``
    with PEFT's names ``base_model.model.model.layers.N.<module>.lora_A.weight`` (the layout of the
    released ``speech-lora`` folder that vLLM's LoRA loader reads). It holds the LoRA only: a trained
@@ -54,6 +55,8 @@ def write_official(base: Path, out: Path, model: SpeechModel, names: list[str]) 
     for path in base.iterdir():
         if path.is_file() and path.name not in shard_names:
             shutil.copyfile(path, out / path.name)
+        elif path.is_dir() and path.name != ADAPTER_DIR:  # e.g. the released vision-lora/ folder
+            shutil.copytree(path, out / path.name, dirs_exist_ok=True)
     return out
 
 
@@ -103,7 +106,9 @@ def _merged_name(name: str) -> str:
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "merge-lora", help="fold the speech LoRA into the weights (merged export, no LoRA keys)",
-        description=merge_lora_checkpoint.__doc__,
+        description="Write the merged export of SRC (official layout with a speech LoRA) to DST: the LoRA folded "
+        "into the decoder weights (fp32 merge, then the checkpoint dtype), no LoRA or vision keys, config.json "
+        f"marked speechkit_format={MERGED_FORMAT} (see recipes/finetune_lora/README.md).",
     )  # fmt: skip
     parser.add_argument("src", type=Path, help="official-layout checkpoint with a speech LoRA")
     parser.add_argument("dst", type=Path, help="output folder")
