@@ -34,6 +34,15 @@ def _cfg(**stage) -> FinetuneConfig:
     return FinetuneConfig(StageConfig(**fields), precision="fp32", log_every=1, gradient_checkpointing=True)
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread():
+    # tiny matmuls: intra-op threads cost more than they save, and 20x more on a busy machine
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="module")
 def ckpt(tmp_path_factory) -> Path:
     # fp32 storage (and torch_dtype), so exports round-trip the fp32 masters exactly
@@ -208,3 +217,16 @@ def test_bf16_keeps_frozen_weights_bf16_and_trained_ones_fp32(ckpt, manifest):
     assert torch.isfinite(loss)
     assert all(p.grad is not None and p.grad.dtype == torch.float32 for p in trained.values())
     assert all(p.grad is None for n, p in loaded.model.named_parameters() if n not in trained)
+
+
+def test_early_stopping_keeps_the_best_evaluation(ckpt, manifest, tmp_path):
+    cfg = dataclasses.replace(_cfg(eval_every=1, max_steps=6), patience=1, dev_rows=1)
+    examples = read_examples(manifest)
+    history = []
+    loaded = load_for_finetuning(ckpt, cfg, CPU)
+    # a random model's transcripts are all wrong: WER never improves after the first evaluation
+    progress = finetune(cfg, loaded, examples, examples[:1], tmp_path, CPU, on_record=history.append)
+    assert (progress.step, progress.stopped_early, progress.best_step) == (2, True, 1)
+    assert [h["step"] for h in history if "dev_wer" in h] == [1, 2]
+    assert json.loads((tmp_path / "best" / "state.json").read_text())["step"] == 1
+    assert (tmp_path / "checkpoints" / "step-0000002").is_dir()
