@@ -35,7 +35,7 @@ from speechkit.model.loader import LoadedModel, load_speech_model
 from speechkit.model.speech_model import SpeechModel
 from speechkit.scoring import score_records
 from speechkit.text.prompts import Task
-from speechkit.training.batches import IGNORE, Batch, speech_batch
+from speechkit.training.batches import IGNORE, Batch, BatchSource, speech_batch, worker_init
 from speechkit.training.checkpoint import load_optimizer_state
 from speechkit.training.evaluate import decode_records
 from speechkit.training.finetune_config import FinetuneConfig
@@ -154,7 +154,10 @@ def finetune(
         loss_module = nn.parallel.DistributedDataParallel(loss_module, device_ids=ids)
     frontend = LogMelFrontend("cpu")
     durations = [e.row.duration for e in train]
-    tok = loaded.tokenizer
+
+    def build(indices: list[int]) -> Batch:  # runs in the DataLoader's worker processes
+        chosen = [train[i] for i in indices]
+        return speech_batch([e.row for e in chosen], [e.task for e in chosen], loaded.tokenizer, frontend)
 
     def record(entry: dict) -> None:
         history.append(entry)
@@ -163,9 +166,13 @@ def finetune(
 
     while progress.step < stage.max_steps and not progress.stopped_early:
         plan = shard_plan(durations, stage.batch_seconds, cfg.seed, progress.epoch, ranks.rank, ranks.world)
-        for indices in plan[progress.batch :]:
-            chosen = [train[i] for i in indices]
-            batch = speech_batch([e.row for e in chosen], [e.task for e in chosen], tok, frontend).to(device)
+        source = BatchSource(plan[progress.batch :], build)
+        loader = torch.utils.data.DataLoader(
+            source, batch_size=None, shuffle=False, num_workers=cfg.num_workers, worker_init_fn=worker_init,
+            pin_memory=device.type == "cuda", prefetch_factor=4 if cfg.num_workers else None,
+        )  # fmt: skip
+        for batch in loader:
+            batch = batch.to(device)
             lr = lr_at(stage, progress.step, 0.0)
             for group in optimizer.param_groups:
                 group["lr"] = lr

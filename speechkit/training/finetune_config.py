@@ -30,6 +30,7 @@ class FinetuneConfig:
     betas: tuple[float, float] = (0.9, 0.98)
     eps: float = 1e-8
     log_every: int = 10
+    num_workers: int = 0  # batch-building processes (audio decoding, log-mel); 0: in the training process
     dev_rows: int = 200  # first rows of the dev manifest decoded for WER
     patience: int = 0
     min_delta: float = 0.0
