@@ -1,4 +1,4 @@
-"""The fine-tuning recipe under ``torchrun --nproc_per_node 2`` on CPU (gloo): runs, shards, exports once."""
+"""The fine-tuning recipe under ``torchrun --nproc_per_node 2`` on CPU (gloo): stops, resumes, exports once."""
 
 from __future__ import annotations
 
@@ -30,11 +30,14 @@ def test_torchrun_two_processes(tiny_checkpoint, tmp_path):
            "finetune.stage.eval_every=2", "finetune.stage.warmup_steps=0", "finetune.dev_rows=2",
            "finetune.precision=fp32"]  # fmt: skip
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
-    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    killed = subprocess.run([*cmd, "--stop-at-step", "1"], env=env, capture_output=True, text=True, timeout=300)
+    assert killed.returncode == 0, killed.stderr[-2000:]
+    assert not (out / "model").exists()  # stopped as a kill after the step-1 save: no export yet
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)  # the same command resumes
     assert done.returncode == 0, done.stderr[-2000:]
     history = [json.loads(line) for line in (out / "run/history.jsonl").read_text().splitlines()]
     assert [h["step"] for h in history] == [1, 2, 2] and "dev_wer" in history[-1]  # rank 0 alone writes
-    assert [p.name for p in (out / "run/checkpoints").iterdir()] == ["step-0000002"]
+    assert sorted(p.name for p in (out / "run/checkpoints").iterdir()) == ["step-0000001", "step-0000002"]
     tuned = load_speech_model(out / "model", dtype=torch.float32, lora="unmerged").model.state_dict()
     base = load_speech_model(tiny_checkpoint, dtype=torch.float32, lora="unmerged").model.state_dict()
     key = "decoder.layers.0.self_attn.qkv_proj.lora_a"
