@@ -230,3 +230,15 @@ def test_early_stopping_keeps_the_best_evaluation(ckpt, manifest, tmp_path):
     assert [h["step"] for h in history if "dev_wer" in h] == [1, 2]
     assert json.loads((tmp_path / "best" / "state.json").read_text())["step"] == 1
     assert (tmp_path / "checkpoints" / "step-0000002").is_dir()
+
+
+@pytest.mark.parametrize(
+    ("stage", "message"),
+    [
+        ({"trainable": ("lora", "encoder")}, "fine-tuning trains \\('projector', 'lora'\\)"),
+        ({"max_seconds": 60.0}, "max_seconds=60.0, init_feature_stats=False; fine-tuning runs by steps"),
+    ],
+)
+def test_config_errors(stage, message):
+    with pytest.raises(ConfigError, match=message):
+        _cfg(**stage)

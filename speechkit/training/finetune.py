@@ -186,7 +186,7 @@ def finetune(
             if progress.step % cfg.log_every == 0 or done or progress.step == 1:
                 record({"step": progress.step, "loss": _mean_over_ranks(loss.detach(), ranks), "lr": lr,
                         "grad_norm": float(norm)})  # fmt: skip
-            if dev and stage.eval_every and (progress.step % stage.eval_every == 0 or done):
+            if dev and (done or (stage.eval_every and progress.step % stage.eval_every == 0)):
                 progress = _evaluate(cfg, loaded, dev, progress, params, run_dir, ranks, record)
             stop = stop_at_step is not None and progress.step >= stop_at_step
             end = done or stop or progress.stopped_early

@@ -2,7 +2,8 @@
 
 The schedule, learning rate and trained groups are a :class:`StageConfig` (one speech stage) so the
 trainer's parameter selection, optimizer and LR schedule are reused as they are; the stage's
-``tasks`` weights are not used (every manifest row names its task).
+``tasks`` weights are not used (every manifest row names its task), and ``eval_every: 0`` means
+one dev evaluation at the end.
 """
 
 from __future__ import annotations
@@ -42,6 +43,11 @@ class FinetuneConfig:
             raise ConfigError(
                 f"finetune.stage: trainable={list(self.stage.trainable)}, data={self.stage.data}, "
                 f"lora={self.stage.lora}; fine-tuning trains {FINETUNE_GROUPS} of a speech stage with lora: true"
+            )
+        if self.stage.max_seconds or self.stage.init_feature_stats:
+            raise ConfigError(
+                f"finetune.stage: max_seconds={self.stage.max_seconds}, init_feature_stats="
+                f"{self.stage.init_feature_stats}; fine-tuning runs by steps on a trained encoder: set 0 and false"
             )
         if self.precision not in ("bf16", "fp32"):
             raise ConfigError(f"finetune.precision={self.precision!r}: choose bf16 or fp32")
