@@ -96,6 +96,9 @@ def test_manifest_reads_aliases_and_durations(manifest):
         ('{"id": "x", "audio_filepath": "gone.wav", "text": "hi"}', "audio not found"),
         ('{"id": "x", "audio_filepath": "a0.wav", "task": "ast", "text": "hi"}', "needs 'translation' and 'tgt_lang'"),
         ('{"id": "x", "audio_filepath": "a0.wav", "task": "ast_cot", "text": "hi"}', "fine-tuning reads"),
+        ('{"id": "x", "audio_filepath": "a0.wav", "text": " "}', "an asr row needs a non-empty 'text'"),
+        ('{"id": "x", "text": "hi"}', "no audio_filepath"),
+        ('{"id": "u0", "audio_filepath": "a0.wav", "text": "hi"}', "duplicate id 'u0'"),
     ],
 )
 def test_bad_manifest_row_names_file_and_line(manifest, line, reason):
@@ -242,3 +245,20 @@ def test_early_stopping_keeps_the_best_evaluation(ckpt, manifest, tmp_path):
 def test_config_errors(stage, message):
     with pytest.raises(ConfigError, match=message):
         _cfg(**stage)
+
+
+def test_data_and_state_errors(tmp_path):
+    with pytest.raises(DataError, match="manifest not found"):
+        read_examples(tmp_path / "none.jsonl")
+    (tmp_path / "empty.jsonl").write_text("\n")
+    with pytest.raises(DataError, match="empty.jsonl: no rows"):
+        read_examples(tmp_path / "empty.jsonl")
+    with pytest.raises(DataError, match="1 batch\\(es\\) per epoch cannot feed 2 ranks"):
+        shard_plan([1.0], 10.0, 0, 0, 0, 2)
+    from safetensors.torch import save_file
+
+    from speechkit.training.finetune import load_trainable
+
+    save_file({"param.a": torch.zeros(2)}, str(tmp_path / "t.safetensors"))
+    with pytest.raises(CheckpointError, match="do not match this config \\(missing \\['b'\\], unexpected \\['a'\\]\\)"):
+        load_trainable(tmp_path / "t.safetensors", {"b": torch.nn.Parameter(torch.zeros(2))})
