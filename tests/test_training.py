@@ -118,3 +118,49 @@ def test_config_errors_name_the_key() -> None:
         apply_overrides({"train": {"seed": 0}}, ["train.nope.x=1"])
     raw = apply_overrides({"train": {"stages": [{"lr": 1.0}]}}, ["train.stages.0.lr=0.5"])
     assert raw["train"]["stages"][0]["lr"] == 0.5
+
+
+def _speech_batch(corpus: Path, setup: TrainSetup, tasks: list[str]):
+    from speechkit.audio import LogMelFrontend
+    from speechkit.text.prompts import Task
+    from speechkit.training.batches import read_rows, speech_batch
+
+    rows = read_rows(corpus / "train.jsonl", True)[: len(tasks)]
+    return speech_batch(rows, [Task(t) for t in tasks], setup.tokenizer, LogMelFrontend("cpu"))
+
+
+def test_ctc_term_adds_weighted_ctc_of_asr_rows_and_reaches_the_encoder(corpus: Path) -> None:
+    from speechkit.training.trainer import _ctc_loss, _loss
+
+    setup = _setup(corpus)
+    batch = _speech_batch(corpus, setup, ["asr", "ast", "asr"])
+    assert batch.asr_rows.tolist() == [True, False, True] and batch.pad_id == setup.tokenizer.special.endoftext
+    cfg = TrainConfig(stages=_config().stages, precision="fp32", specaugment=SpecAugmentConfig(0, 0, 0, 0, 0.0))
+    plain = _config().stages[1]
+    with_ctc = StageConfig(**{**plain.__dict__, "ctc_weight": 0.5})
+    ce = _loss(setup.model, batch, cfg, plain, seed=0)
+    total = _loss(setup.model, batch, cfg, with_ctc, seed=0)
+    ctc = _ctc_loss(setup.model, setup.model.audio(batch.features, batch.feature_lengths), batch)
+    assert torch.isfinite(ctc) and float(ctc.detach()) > 0
+    torch.testing.assert_close(total, ce + 0.5 * ctc)
+    total.backward()
+    conv = setup.model.audio.encoder.embed.conv[0].weight
+    assert conv.grad is not None and float(conv.grad.abs().sum()) > 0
+
+
+def test_ctc_is_skipped_without_asr_rows(corpus: Path) -> None:
+    from speechkit.training.trainer import _loss
+
+    setup = _setup(corpus)
+    batch = _speech_batch(corpus, setup, ["ast", "ast_cot"])
+    cfg = TrainConfig(stages=_config().stages, precision="fp32", specaugment=SpecAugmentConfig(0, 0, 0, 0, 0.0))
+    plain = _config().stages[1]
+    with_ctc = StageConfig(**{**plain.__dict__, "ctc_weight": 0.5})
+    assert float(_loss(setup.model, batch, cfg, with_ctc, 0)) == float(_loss(setup.model, batch, cfg, plain, 0))
+
+
+def test_ctc_weight_needs_a_speech_stage() -> None:
+    with pytest.raises(ConfigError, match=r"ctc_weight=0.5 needs >= 0 and a speech stage"):
+        StageConfig("t", "text", ("decoder",), ctc_weight=0.5)
+    with pytest.raises(ConfigError, match=r"ctc_weight=-1.0 needs >= 0"):
+        StageConfig("s", "speech", ("encoder",), ctc_weight=-1.0)

@@ -135,7 +135,8 @@ def _ctc_loss(model: SpeechModel, audio, batch: Batch) -> torch.Tensor:
     log_probs = logits.log_softmax(-1).transpose(0, 1)  # (T, R, vocab)
     targets = [batch.labels[r][batch.labels[r] != IGNORE][:-1] for r in rows.tolist()]
     target_lengths = torch.tensor([len(t) for t in targets], device=logits.device)
-    return F.ctc_loss(log_probs, torch.cat(targets), audio.lengths[rows], target_lengths, blank=batch.pad_id,
+    lengths = audio.lengths.to(logits.device)[rows]
+    return F.ctc_loss(log_probs, torch.cat(targets), lengths, target_lengths, blank=batch.pad_id,
                       reduction="mean", zero_infinity=True)  # fmt: skip
 
 
