@@ -216,20 +216,27 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]
     return out
 
 
-def load_train_config(path: str | Path, overrides: list[str] = ()) -> RecipeTrainConfig:
-    """Parse the ``model`` and ``train`` sections of a recipe file, after applying ``overrides``."""
+def read_yaml(path: Path) -> dict:
+    """A recipe file's top-level mapping; a missing file, bad YAML or a non-mapping is a one-line ConfigError."""
     try:
         import yaml
     except ImportError:
         raise ConfigError("reading the recipe config needs PyYAML: pip install 'speechkit[train]'") from None
-    path = Path(path)
     try:
         raw = yaml.safe_load(path.read_text("utf-8")) or {}
     except FileNotFoundError:
         raise ConfigError(f"{path}: config not found") from None
     except yaml.YAMLError as err:
         raise ConfigError(f"{path}: not valid YAML ({str(err).splitlines()[0]})") from None
-    raw = apply_overrides(raw, list(overrides))
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: expected a mapping at the top level")
+    return raw
+
+
+def load_train_config(path: str | Path, overrides: list[str] = ()) -> RecipeTrainConfig:
+    """Parse the ``model`` and ``train`` sections of a recipe file, after applying ``overrides``."""
+    path = Path(path)
+    raw = apply_overrides(read_yaml(path), list(overrides))
     if "train" not in raw:
         raise ConfigError(f"{path}: no 'train' section")
     model = from_dict(ModelSpec, raw["model"], "model") if raw.get("model") is not None else None

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from speechkit.errors import ConfigError
+from speechkit.training.config import read_yaml
 from speechkit.training.data.config import DataConfig
 from speechkit.training.data.prepare import prepare
 from speechkit.training.data.split import SPLITS
@@ -32,19 +33,8 @@ class RecipeDataConfig:
 
 def load_recipe_config(path: str | Path) -> RecipeDataConfig:
     """Parse ``path``; a missing file, bad YAML or bad value is a one-line ConfigError."""
-    try:
-        import yaml
-    except ImportError:
-        raise ConfigError("reading the recipe config needs PyYAML: pip install 'speechkit[train]'") from None
     path = Path(path)
-    try:
-        raw = yaml.safe_load(path.read_text("utf-8")) or {}
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: config not found") from None
-    except yaml.YAMLError as err:
-        raise ConfigError(f"{path}: not valid YAML ({str(err).splitlines()[0]})") from None
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{path}: expected a mapping at the top level")
+    raw = read_yaml(path)
     sections = {}
     for name in ("data", "tokenizer"):
         section = raw.get(name) or {}
