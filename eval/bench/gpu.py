@@ -56,20 +56,19 @@ def _prompt(n_audio: int) -> list[int]:
 
 
 @torch.inference_mode()
-def _ours_request(model, frontend, clips, graph: bool = True):
+def _ours_request(model, frontend, clips):
     from speechkit.inference.fast_generate import generate_fast
 
     feats = frontend(clips)
     audio = model.audio(feats.values, feats.lengths)
     prompts = [_prompt(int(n)) for n in audio.lengths]
     return generate_fast(model, prompts, audio, max_new_tokens=[NEW_TOKENS] * len(clips), stop_ids=(),
-                         pad_id=199999, detect_loops=False, use_graph=graph)  # fmt: skip
+                         pad_id=199999, detect_loops=False, use_graph=True)  # fmt: skip
 
 
 @torch.inference_mode()
-def part_ours(out: Path) -> dict:
+def part_ours() -> dict:
     from speechkit.audio import LogMelFrontend
-    from speechkit.inference.fast_generate import DecodeStep  # noqa: F401  (fail early if missing)
 
     t0 = time.perf_counter()
     model = _our_model()
@@ -149,27 +148,21 @@ def _ours_breakdown(model, frontend) -> dict:
             "b64_prefill_tokens_per_s": round(ids.numel() / prefill_s, 0)}  # fmt: skip
 
 
-def _port(static: bool):
-    from transformers import Phi4MultimodalConfig, Phi4MultimodalForCausalLM
+def _port():
+    from transformers import Phi4MultimodalForCausalLM
 
-    from speechkit.model.config import SpeechModelConfig
     from speechkit.testing.checkpoint import released_config
-    from speechkit.testing.reference import _DECODER_FIELDS, _TINY_VISION, port_audio_config
+    from speechkit.testing.reference import port_config
 
-    official = released_config()
-    config = Phi4MultimodalConfig(**{k: official[k] for k in _DECODER_FIELDS},
-                                  audio_config=port_audio_config(SpeechModelConfig.from_official(official)),
-                                  vision_config=_TINY_VISION, attn_implementation="sdpa")  # fmt: skip
     with torch.device("cuda"):
-        port = Phi4MultimodalForCausalLM(config).to(torch.bfloat16).eval()
-    return port
+        return Phi4MultimodalForCausalLM(port_config(released_config(), attn="sdpa")).to(torch.bfloat16).eval()
 
 
 @torch.inference_mode()
 def part_port(static: bool) -> dict:
     from speechkit.audio import LogMelFrontend
 
-    port = _port(static)
+    port = _port()
     frontend = LogMelFrontend("cuda")
     result: dict = {"device": torch.cuda.get_device_name(), "static_cache": static}
     for batch in (1, 64):
@@ -224,7 +217,7 @@ def main() -> None:
         table(args.out)
         return
     torch.backends.cuda.matmul.allow_tf32 = True
-    result = part_ours(args.out) if args.part == "ours" else part_port(args.part == "port-static")
+    result = part_ours() if args.part == "ours" else part_port(args.part == "port-static")
     (args.out / f"{args.part}.json").write_text(json.dumps(result, indent=1))
     print(json.dumps(result))
 

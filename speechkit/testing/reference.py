@@ -102,23 +102,28 @@ def port_state(state: dict[str, torch.Tensor], lora_scale: float | None) -> dict
     return out
 
 
+def port_config(official: dict[str, Any], attn: str = "eager"):
+    """The port's ``Phi4MultimodalConfig`` for an official ``config.json`` (vision tower shrunk: never used)."""
+    from transformers import Phi4MultimodalConfig
+
+    return Phi4MultimodalConfig(
+        **{k: official[k] for k in _DECODER_FIELDS},
+        audio_config=port_audio_config(SpeechModelConfig.from_official(official)),
+        vision_config=_TINY_VISION,
+        attn_implementation=attn,
+    )
+
+
 def port_causal_lm(
     official: dict[str, Any], state: dict[str, torch.Tensor], *, lora_scale: float | None, attn: str = "eager"
 ):
     """The port's ``Phi4MultimodalForCausalLM`` with our weights (see :func:`port_state`), eval mode."""
-    from transformers import Phi4MultimodalConfig, Phi4MultimodalForCausalLM
+    from transformers import Phi4MultimodalForCausalLM
 
-    config = SpeechModelConfig.from_official(official)
-    port_config = Phi4MultimodalConfig(
-        **{k: official[k] for k in _DECODER_FIELDS},
-        audio_config=port_audio_config(config),
-        vision_config=_TINY_VISION,
-        attn_implementation=attn,
-    )
     device = next(iter(state.values())).device
     dtype = state["decoder.embed_tokens.weight"].dtype
     with torch.device(device):
-        port = Phi4MultimodalForCausalLM(port_config).to(dtype)
+        port = Phi4MultimodalForCausalLM(port_config(official, attn)).to(dtype)
     missing, unexpected = port.load_state_dict(port_state(state, lora_scale), strict=False)
     leftover = [k for k in missing if "image_embed" not in k and k != "lm_head.weight"]
     if leftover or unexpected:
