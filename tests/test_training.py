@@ -10,15 +10,17 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
+from safetensors.torch import load_file
 
 from speechkit.errors import ConfigError
 from speechkit.model.loader import load_speech_model
 from speechkit.testing.audio import speechlike
 from speechkit.text.tokenizer import Tokenizer
 from speechkit.training.config import ModelSpec, SpecAugmentConfig, StageConfig, TrainConfig, apply_overrides, from_dict
+from speechkit.training.ctc import CtcHead
 from speechkit.training.data.tokenizer import train_tokenizer
 from speechkit.training.model_init import build_model, official_config
-from speechkit.training.trainer import DataPaths, TrainSetup, train
+from speechkit.training.trainer import DataPaths, TrainSetup, _loss, train
 
 TEXTS = [
     ("en", "de", "Choose Format - Cells.", "Wählen Sie Format - Zellen."),
@@ -56,7 +58,8 @@ def _config(**stage) -> TrainConfig:
     text = StageConfig("text", "text", ("decoder",), max_steps=2, lr=3e-3, warmup_steps=1, batch_tokens=64)
     speech = StageConfig("speech", "speech", ("encoder", "projector", "lora"), lora=True,
                          tasks={"asr": 1.0, "ast": 1.0, "ast_cot": 1.0}, warmup_steps=1, lr=3e-3,
-                         batch_seconds=2.5, init_feature_stats=True, **{"max_steps": 4, **stage})  # fmt: skip
+                         batch_seconds=2.5, init_feature_stats=True, ctc_weight=0.3,
+                         **{"max_steps": 4, **stage})  # fmt: skip
     return TrainConfig(stages=(text, speech), precision="fp32", log_every=1)
 
 
@@ -129,34 +132,51 @@ def _speech_batch(corpus: Path, setup: TrainSetup, tasks: list[str]):
     return speech_batch(rows, [Task(t) for t in tasks], setup.tokenizer, LogMelFrontend("cpu"))
 
 
-def test_ctc_term_adds_weighted_ctc_of_asr_rows_and_reaches_the_encoder(corpus: Path) -> None:
-    from speechkit.training.trainer import _ctc_loss, _loss
-
+def _ctc_setup(corpus: Path) -> tuple[TrainSetup, CtcHead, TrainConfig, StageConfig]:
     setup = _setup(corpus)
+    head = CtcHead(SPEC.encoder_dim, 400, seed=0)
+    cfg = TrainConfig(stages=_config().stages, precision="fp32", specaugment=SpecAugmentConfig(0, 0, 0, 0, 0.0))
+    return setup, head, cfg, StageConfig(**{**_config().stages[1].__dict__, "ctc_weight": 0.0})
+
+
+def test_ctc_term_adds_weighted_ctc_of_asr_rows_and_reaches_the_encoder(corpus: Path) -> None:
+    setup, head, cfg, plain = _ctc_setup(corpus)
     batch = _speech_batch(corpus, setup, ["asr", "ast", "asr"])
     assert batch.asr_rows.tolist() == [True, False, True] and batch.pad_id == setup.tokenizer.special.endoftext
-    cfg = TrainConfig(stages=_config().stages, precision="fp32", specaugment=SpecAugmentConfig(0, 0, 0, 0, 0.0))
-    plain = _config().stages[1]
     with_ctc = StageConfig(**{**plain.__dict__, "ctc_weight": 0.5})
-    ce = _loss(setup.model, batch, cfg, plain, seed=0)
-    total = _loss(setup.model, batch, cfg, with_ctc, seed=0)
-    ctc = _ctc_loss(setup.model, setup.model.audio(batch.features, batch.feature_lengths), batch)
+    ce = _loss(setup.model, head, batch, cfg, plain, seed=0)
+    total = _loss(setup.model, head, batch, cfg, with_ctc, seed=0)
+    ctc = head.loss(setup.model.audio.encoder(batch.features, batch.feature_lengths), batch)
     assert torch.isfinite(ctc) and float(ctc.detach()) > 0
     torch.testing.assert_close(total, ce + 0.5 * ctc)
     total.backward()
     conv = setup.model.audio.encoder.embed.conv[0].weight
     assert conv.grad is not None and float(conv.grad.abs().sum()) > 0
+    assert head.proj.weight.grad is not None and float(head.proj.weight.grad.abs().sum()) > 0
 
 
 def test_ctc_is_skipped_without_asr_rows(corpus: Path) -> None:
-    from speechkit.training.trainer import _loss
-
-    setup = _setup(corpus)
+    setup, head, cfg, plain = _ctc_setup(corpus)
     batch = _speech_batch(corpus, setup, ["ast", "ast_cot"])
-    cfg = TrainConfig(stages=_config().stages, precision="fp32", specaugment=SpecAugmentConfig(0, 0, 0, 0, 0.0))
-    plain = _config().stages[1]
     with_ctc = StageConfig(**{**plain.__dict__, "ctc_weight": 0.5})
-    assert float(_loss(setup.model, batch, cfg, with_ctc, 0)) == float(_loss(setup.model, batch, cfg, plain, 0))
+    with_loss = _loss(setup.model, head, batch, cfg, with_ctc, 0)
+    assert float(with_loss.detach()) == float(_loss(setup.model, head, batch, cfg, plain, 0).detach())
+
+
+def test_encoder_only_ctc_stage_trains_the_encoder_and_leaves_the_decoder(corpus: Path, tmp_path: Path) -> None:
+    stage = StageConfig("ctc", "speech", ("encoder",), ce_weight=0.0, ctc_weight=1.0, max_steps=6, lr=1e-2,
+                        warmup_steps=1, min_lr_ratio=1.0, batch_seconds=100.0, init_feature_stats=True)  # fmt: skip
+    cfg = TrainConfig(stages=(stage,), precision="fp32", log_every=1,
+                      specaugment=SpecAugmentConfig(freq_masks=0, time_masks=0))  # fmt: skip
+    setup = _setup(corpus)
+    before = {k: v.clone() for k, v in setup.model.state_dict().items()}
+    losses = list(_losses(train(cfg, setup, DataPaths(train=corpus / "train.jsonl"), tmp_path)).values())
+    assert losses[-1] < 0.8 * losses[0], losses
+    after = setup.model.state_dict()
+    changed = {k.split(".")[1] for k in before if not torch.equal(before[k], after[k])}
+    assert changed == {"encoder"}, changed  # the decoder and projector got no update
+    state = load_file(str(sorted((tmp_path / "checkpoints").iterdir())[-1] / "training_state.safetensors"))
+    assert "param.ctc_head.proj.weight" in state and "optim.ctc_head.proj.weight.exp_avg" in state
 
 
 def test_ctc_weight_needs_a_speech_stage() -> None:
@@ -164,3 +184,5 @@ def test_ctc_weight_needs_a_speech_stage() -> None:
         StageConfig("t", "text", ("decoder",), ctc_weight=0.5)
     with pytest.raises(ConfigError, match=r"ctc_weight=-1.0 needs >= 0"):
         StageConfig("s", "speech", ("encoder",), ctc_weight=-1.0)
+    with pytest.raises(ConfigError, match=r"ce_weight=0.0 needs >= 0, and ctc_weight > 0 if 0"):
+        StageConfig("s", "speech", ("encoder",), ce_weight=0.0)

@@ -87,11 +87,14 @@ def _write_json(path: Path, data: Any) -> None:
 
 def save_training_state(
     out: Path, model: nn.Module, optimizer: torch.optim.Optimizer, names: list[str],
-    position: Position, meta: dict[str, Any],
+    position: Position, meta: dict[str, Any], extra: dict[str, nn.Module] | None = None,
 ) -> None:  # fmt: skip
     """Master weights, the optimizer's per-parameter state (``names`` in its parameter order), RNG
-    states and the JSON side (position, ``meta``: configs, metrics)."""
+    states and the JSON side (position, ``meta``: configs, metrics). ``extra`` maps a name prefix to a
+    training-only module (not in the exported model) whose weights are saved under that prefix."""
     tensors = {f"param.{k}": v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    for prefix, module in (extra or {}).items():
+        tensors |= {f"param.{prefix}{k}": v.detach().cpu().contiguous() for k, v in module.state_dict().items()}
     params = [p for group in optimizer.param_groups for p in group["params"]]
     for name, param in zip(names, params, strict=True):
         for key, value in optimizer.state.get(param, {}).items():
@@ -117,18 +120,28 @@ def read_training_meta(ckpt: Path) -> dict[str, Any]:
     return info
 
 
-def load_model_state(ckpt: Path, model: nn.Module) -> dict[str, torch.Tensor]:
-    """Restore the master weights and RNG states; returns the tensors (the optimizer part is read later)."""
+def load_model_state(
+    ckpt: Path, model: nn.Module, extra: dict[str, nn.Module] | None = None
+) -> dict[str, torch.Tensor]:
+    """Restore the master weights (of ``model`` and the ``extra`` modules, as saved) and RNG states;
+    returns the tensors (the optimizer part is read later)."""
     tensors = load_file(str(ckpt / STATE_TENSORS))
     state = {k[len("param.") :]: v for k, v in tensors.items() if k.startswith("param.")}
-    missing, unexpected = model.load_state_dict(state, strict=False)
-    if missing or unexpected:
-        raise CheckpointError(f"{ckpt}: training state does not fit the model (missing {missing[:3]}, "
-                              f"unexpected {unexpected[:3]})")  # fmt: skip
+    for prefix, module in (extra or {}).items():
+        own = {k: state.pop(k) for k in [k for k in state if k.startswith(prefix)]}
+        _load_strict(ckpt, module, {k[len(prefix) :]: v for k, v in own.items()})
+    _load_strict(ckpt, model, state)
     torch.set_rng_state(tensors["rng.torch"])
     if "rng.cuda" in tensors and torch.cuda.is_available():
         torch.cuda.set_rng_state(tensors["rng.cuda"])
     return tensors
+
+
+def _load_strict(ckpt: Path, module: nn.Module, state: dict[str, torch.Tensor]) -> None:
+    missing, unexpected = module.load_state_dict(state, strict=False)
+    if missing or unexpected:
+        raise CheckpointError(f"{ckpt}: training state does not fit the model (missing {missing[:3]}, "
+                              f"unexpected {unexpected[:3]})")  # fmt: skip
 
 
 def load_optimizer_state(tensors: dict[str, torch.Tensor], optimizer: torch.optim.Optimizer, names: list[str]) -> None:

@@ -87,10 +87,12 @@ class StageConfig:
     batch_seconds: float = 300.0  # speech: padded audio seconds per batch
     batch_tokens: int = 16384  # text: padded tokens per batch
     init_feature_stats: bool = False  # set the encoder's mel mean/invstd from this stage's data first
-    # weight of an auxiliary CTC loss on the audio embeddings of ASR rows, scored against the tied token
-    # embeddings (no extra parameters): a direct, monotonic signal for a from-scratch encoder, which the
-    # decoder's loss alone gave too slowly in run 1 (recipes/synthetic_demo/RESULTS.md)
+    # weight of an auxiliary CTC loss on the encoder output of ASR rows, through a training-only linear
+    # head (speechkit/training/ctc.py; never exported): a direct, monotonic signal for a from-scratch
+    # encoder, which the decoder's loss alone gave too slowly (recipes/synthetic_demo/RESULTS.md)
     ctc_weight: float = 0.0
+    # weight of the decoder's cross-entropy; 0 skips the decoder (an encoder-only CTC stage)
+    ce_weight: float = 1.0
     eval_every: int = 0  # dev evaluation every N steps (and at the stage end); 0: stage end only
     save_every: int = 0  # checkpoint every N steps (and at the stage end); 0: stage end only
 
@@ -107,6 +109,8 @@ class StageConfig:
             raise ConfigError(f"stage {self.name}: tasks={self.tasks}; names {TASK_NAMES}, weights >= 0")
         if self.ctc_weight < 0 or (self.ctc_weight and self.data != "speech"):
             raise ConfigError(f"stage {self.name}: ctc_weight={self.ctc_weight} needs >= 0 and a speech stage")
+        if self.ce_weight < 0 or (self.ce_weight == 0 and not self.ctc_weight):
+            raise ConfigError(f"stage {self.name}: ce_weight={self.ce_weight} needs >= 0, and ctc_weight > 0 if 0")
         if self.max_steps < 1 or self.warmup_steps < 0 or self.lr <= 0 or self.max_seconds < 0:
             raise ConfigError(
                 f"stage {self.name}: max_steps={self.max_steps}, warmup_steps={self.warmup_steps}, "

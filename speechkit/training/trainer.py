@@ -22,6 +22,7 @@ import torch.nn.functional as F
 
 from speechkit.audio import LogMelFrontend
 from speechkit.errors import ConfigError
+from speechkit.model.encoder import EncoderOutput
 from speechkit.model.speech_model import SpeechModel
 from speechkit.text.prompts import Task
 from speechkit.text.tokenizer import Tokenizer
@@ -39,6 +40,7 @@ from speechkit.training.batches import (
     worker_init,
 )  # fmt: skip
 from speechkit.training.config import StageConfig, TrainConfig, to_dict
+from speechkit.training.ctc import STATE_PREFIX, CtcHead
 from speechkit.training.evaluate import dev_subset, evaluate_dev
 from speechkit.training.model_init import set_feature_stats_
 from speechkit.training.optim import build_optimizer, lr_at, select_trainable, spec_augment
@@ -106,45 +108,34 @@ class _StageData:
         )  # fmt: skip
 
 
-def _loss(model: SpeechModel, batch: Batch, cfg: TrainConfig, stage: StageConfig, seed: int) -> torch.Tensor:
+def _loss(model: SpeechModel, head: CtcHead | None, batch: Batch, cfg: TrainConfig, stage: StageConfig,
+          seed: int) -> torch.Tensor:  # fmt: skip
+    """``ce_weight`` x the decoder's answer-token cross-entropy + ``ctc_weight`` x the CTC of ASR rows."""
     device = batch.input_ids.device
+    loss = torch.zeros((), device=device)
     with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.precision == "bf16"):
-        audio = None
+        encoded = None
         if batch.features is not None:
             feats = spec_augment(batch.features, batch.feature_lengths.cpu(), cfg.specaugment, seed)
-            audio = model.audio(feats, batch.feature_lengths)
-        embeds = model.embed_inputs(batch.input_ids, audio)
-        positions = torch.arange(embeds.shape[1], device=device).expand(embeds.shape[0], -1)
-        logits = model.decoder.logits(model.decoder(embeds, positions))
-    loss = F.cross_entropy(logits.float().flatten(0, 1), batch.labels.flatten(), ignore_index=IGNORE)
-    if stage.ctc_weight and audio is not None and batch.asr_rows is not None and bool(batch.asr_rows.any()):
-        loss = loss + stage.ctc_weight * _ctc_loss(model, audio, batch)
+            encoded = model.audio.encoder(feats, batch.feature_lengths)
+        if stage.ce_weight:
+            audio = None if encoded is None else EncoderOutput(model.audio.projector(encoded.hidden), encoded.lengths)
+            embeds = model.embed_inputs(batch.input_ids, audio)
+            positions = torch.arange(embeds.shape[1], device=device).expand(embeds.shape[0], -1)
+            logits = model.decoder.logits(model.decoder(embeds, positions))
+    if stage.ce_weight:
+        ce = F.cross_entropy(logits.float().flatten(0, 1), batch.labels.flatten(), ignore_index=IGNORE)
+        loss = loss + stage.ce_weight * ce
+    if stage.ctc_weight and encoded is not None and batch.asr_rows is not None and bool(batch.asr_rows.any()):
+        loss = loss + stage.ctc_weight * head.loss(encoded, batch)
     return loss
 
 
-def _ctc_loss(model: SpeechModel, audio, batch: Batch) -> torch.Tensor:
-    """CTC of the transcript (answer tokens without ``<|end|>``) on the audio embeddings of ASR rows.
-
-    The output layer is the decoder's tied token embedding and the blank is the pad id
-    (``<|endoftext|>``, never in a transcript), so audio embeddings are pulled towards the embeddings
-    of the tokens they carry and the model gains no parameters.
-    """
-    rows = batch.asr_rows.nonzero().flatten()
-    weight = model.decoder.embed_tokens.weight
-    logits = F.linear(audio.hidden[rows].float(), weight.float())  # (R, T, vocab)
-    log_probs = logits.log_softmax(-1).transpose(0, 1)  # (T, R, vocab)
-    targets = [batch.labels[r][batch.labels[r] != IGNORE][:-1] for r in rows.tolist()]
-    target_lengths = torch.tensor([len(t) for t in targets], device=logits.device)
-    lengths = audio.lengths.to(logits.device)[rows]
-    return F.ctc_loss(log_probs, torch.cat(targets), lengths, target_lengths, blank=batch.pad_id,
-                      reduction="mean", zero_infinity=True)  # fmt: skip
-
-
-def _step(model, batch, optimizer, params, cfg: TrainConfig, stage: StageConfig, lr: float,
+def _step(model, head, batch, optimizer, params, cfg: TrainConfig, stage: StageConfig, lr: float,
           seed: int) -> tuple[float, float]:  # fmt: skip
     for group in optimizer.param_groups:
         group["lr"] = lr
-    loss = _loss(model, batch, cfg, stage, seed)
+    loss = _loss(model, head, batch, cfg, stage, seed)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     norm = torch.nn.utils.clip_grad_norm_(list(params.values()), cfg.grad_clip)
@@ -171,13 +162,18 @@ def train(
     starts or resumes (the recipe waits there for synthesis that runs beside the text stage).
     """
     model = setup.model.to(setup.device).train()
+    head = None
+    if any(stage.ctc_weight for stage in cfg.stages):
+        head = CtcHead(model.config.encoder.attention_dim, model.config.decoder.vocab_size, cfg.seed)
+        head = head.to(setup.device).train()
+    extra = {STATE_PREFIX: head} if head is not None else {}
     position, history, saved = ckpt.Position(), [], None
     found = ckpt.latest_checkpoint(run_dir) if resume else None
     if found is not None:
         meta = ckpt.read_training_meta(found)
         position = ckpt.Position(**meta["position"])
         history = meta["history"]
-        saved = ckpt.load_model_state(found, model)
+        saved = ckpt.load_model_state(found, model, extra)
         log.info("resuming from %s (stage %d, step %d)", found, position.stage, position.step)
     dev: list[Row] = []
     for index in range(position.stage, len(cfg.stages)):
@@ -188,16 +184,20 @@ def train(
             before_stage(cfg.stages[index])
         if not dev and paths.dev is not None and cfg.stages[index].data == "speech":
             dev = dev_subset(read_rows(paths.dev, True), cfg.dev_per_lang)  # read late: synthesis may run now
-        position = _run_stage(cfg, setup, paths, run_dir, position, saved, history, dev, stop_at_step, on_record)
+        position = _run_stage(cfg, setup, extra, paths, run_dir, position, saved, history, dev, stop_at_step,
+                              on_record)  # fmt: skip
         if stop_at_step is not None and position.global_step >= stop_at_step:
             break
     return history
 
 
-def _run_stage(cfg, setup, paths, run_dir, position, saved, history, dev, stop_at_step, on_record):
+def _run_stage(cfg, setup, extra, paths, run_dir, position, saved, history, dev, stop_at_step, on_record):
     stage = cfg.stages[position.stage]
     model = setup.model
+    head = extra.get(STATE_PREFIX)
     params = select_trainable(model, stage)
+    if stage.ctc_weight:
+        params |= head.trainable()
     names = list(params)
     optimizer = build_optimizer(params, stage, cfg.betas, cfg.eps)
     if saved is not None:
@@ -218,7 +218,7 @@ def _run_stage(cfg, setup, paths, run_dir, position, saved, history, dev, stop_a
         out = ckpt.checkpoint_dir(run_dir, pos.global_step)
         ckpt.save_official(model, setup.official, setup.tokenizer_dir, out, cfg.save_dtype, cfg.shard_mb)
         meta = {"train_config": to_dict(cfg), "history": history}
-        ckpt.save_training_state(out, model, optimizer, names, pos, meta)
+        ckpt.save_training_state(out, model, optimizer, names, pos, meta, extra)
 
     def finished(pos: ckpt.Position) -> bool:
         clock = stage.max_seconds > 0 and pos.elapsed_s >= stage.max_seconds
@@ -230,7 +230,7 @@ def _run_stage(cfg, setup, paths, run_dir, position, saved, history, dev, stop_a
             start = time.perf_counter()
             lr = lr_at(stage, position.step, position.elapsed_s)
             seed = cfg.seed * 1_000_003 + position.global_step
-            loss, norm = _step(model, batch.to(setup.device), optimizer, params, cfg, stage, lr, seed)
+            loss, norm = _step(model, head, batch.to(setup.device), optimizer, params, cfg, stage, lr, seed)
             if setup.device.type == "cuda":
                 torch.cuda.synchronize()
             position = dataclasses.replace(
