@@ -186,3 +186,14 @@ def test_ctc_weight_needs_a_speech_stage() -> None:
         StageConfig("s", "speech", ("encoder",), ctc_weight=-1.0)
     with pytest.raises(ConfigError, match=r"ce_weight=0.0 needs >= 0, and ctc_weight > 0 if 0"):
         StageConfig("s", "speech", ("encoder",), ce_weight=0.0)
+
+
+def test_dev_evaluation_scores_the_ctc_head_alone_when_asked(corpus: Path) -> None:
+    from speechkit.training.batches import read_rows
+    from speechkit.training.evaluate import evaluate_dev
+
+    setup, head, _, _ = _ctc_setup(corpus)
+    rows = read_rows(corpus / "train.jsonl", True)[:4]
+    scores = evaluate_dev(setup.model, setup.tokenizer, rows, (), head)
+    assert set(scores) == {"ctc"} and set(scores["ctc"]) == {"en", "de", "fr"}
+    assert setup.model.training and head.training  # training mode restored

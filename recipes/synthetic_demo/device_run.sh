@@ -9,7 +9,7 @@ set -euo pipefail
 OUT=${OUT:-/tmp/demo_out}
 WORK=${WORK:-/tmp/demo}
 WORKERS=${WORKERS:-$(nproc)}
-TRAIN_LIMIT=${TRAIN_LIMIT:-440}  # wall seconds for train.py; past it the newest checkpoint is exported as is
+TRAIN_LIMIT=${TRAIN_LIMIT:-540}  # wall seconds for train.py; past it the newest checkpoint is exported as is
 CARRY=${CARRY:-.demo/carry}
 mkdir -p "$OUT" "$WORK"
 start=$(date +%s)

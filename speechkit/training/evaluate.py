@@ -12,6 +12,7 @@ from speechkit.scoring import Record, score_records
 from speechkit.text.prompts import PromptSpec, Task, encode_prompt
 from speechkit.text.tokenizer import Tokenizer
 from speechkit.training.batches import Row
+from speechkit.training.ctc import CtcHead
 
 
 def dev_subset(rows: list[Row], per_lang: int) -> list[Row]:
@@ -57,19 +58,54 @@ def decode_records(model: SpeechModel, tokenizer: Tokenizer, rows: list[Row], ta
     return records
 
 
-def evaluate_dev(model: SpeechModel, tokenizer: Tokenizer, rows: list[Row], tasks: tuple[Task, ...]) -> dict:
-    """Scores per task and language/pair: ``{"asr": {"en": 12.3, ...}, "ast": {"de-en": 20.1, ...}}``.
+@torch.inference_mode()
+def decode_ctc_records(model: SpeechModel, head: CtcHead, tokenizer: Tokenizer, rows: list[Row], blank: int,
+                       batch_size: int = 32) -> list[Record]:  # fmt: skip
+    """Greedy CTC transcripts of ``rows`` from the training-only head (best path, repeats merged,
+    blanks dropped), as ASR scoring records: shows whether the encoder hears before the decoder listens."""
+    device = model.decoder.embed_tokens.weight.device
+    frontend = LogMelFrontend(device)
+    records = []
+    for i in range(0, len(rows), batch_size):
+        chunk = rows[i : i + batch_size]
+        waves = [load_audio(r.audio) for r in chunk]
+        feats = frontend([w.samples for w in waves], [w.sample_rate for w in waves])
+        encoded = model.audio.encoder(feats.values, feats.lengths)
+        best = head.proj(encoded.hidden).argmax(-1)
+        for row, path, n in zip(chunk, best.tolist(), encoded.lengths.tolist(), strict=True):
+            tokens = [t for j, t in enumerate(path[:n]) if t != blank and (j == 0 or t != path[j - 1])]
+            records.append(Record(
+                id=row.id, audio_filepath=str(row.audio), duration=row.duration, task=Task.ASR.value,
+                src_lang=row.src_lang, tgt_lang=None, text=row.text, translation=row.translation,
+                pred_text=tokenizer.decode(tokens).strip(),
+            ))  # fmt: skip
+    return records
+
+
+def evaluate_dev(model: SpeechModel, tokenizer: Tokenizer, rows: list[Row], tasks: tuple[Task, ...],
+                 head: CtcHead | None = None) -> dict:  # fmt: skip
+    """Scores per task and language/pair: ``{"asr": {"en": 12.3, ...}, "ast": {"de-en": 20.1, ...}}``,
+    plus ``"ctc"`` (greedy CTC transcripts of the training-only ``head``) when one is given.
 
     Runs in fp32 eval mode with the adapter as the stage left it; restores training mode after.
     """
     was_training = model.training
     model.eval()
+    if head is not None:
+        head.eval()
     out = {}
     try:
         with torch.autocast(model.decoder.embed_tokens.weight.device.type, enabled=False):
             for task in tasks:
-                score = score_records(decode_records(model, tokenizer, rows, task), protocol="paper")
-                out[task.value] = {k: round(g.score, 2) for k, g in score.per_lang.items()}
+                out[task.value] = _per_lang(decode_records(model, tokenizer, rows, task))
+            if head is not None:
+                out["ctc"] = _per_lang(decode_ctc_records(model, head, tokenizer, rows, tokenizer.special.endoftext))
     finally:
         model.train(was_training)
+        if head is not None:
+            head.train(was_training)
     return out
+
+
+def _per_lang(records: list[Record]) -> dict[str, float]:
+    return {k: round(g.score, 2) for k, g in score_records(records, protocol="paper").per_lang.items()}

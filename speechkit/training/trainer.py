@@ -241,12 +241,11 @@ def _run_stage(cfg, setup, extra, paths, run_dir, position, saved, history, dev,
             if position.step % cfg.log_every == 0 or done or position.step == 1:
                 record({"global_step": position.global_step, "stage": stage.name, "step": position.step, "loss": loss,
                         "lr": lr, "grad_norm": norm, "elapsed_s": round(position.elapsed_s, 2)})  # fmt: skip
-            if dev and stage.data == "speech" and stage.eval_every and position.step % stage.eval_every == 0:
-                _evaluate(model, setup, stage, dev, position, record)
+            periodic = stage.eval_every and position.step % stage.eval_every == 0
+            if dev and stage.data == "speech" and (periodic or done):
+                _evaluate(model, head, setup, stage, dev, position, record)
             stop = stop_at_step is not None and position.global_step >= stop_at_step
             if done or stop or (stage.save_every and position.step % stage.save_every == 0):
-                if done and dev and stage.data == "speech":
-                    _evaluate(model, setup, stage, dev, position, record)
                 checkpoint(position)
             if done or stop:
                 return position
@@ -254,12 +253,13 @@ def _run_stage(cfg, setup, extra, paths, run_dir, position, saved, history, dev,
     return position
 
 
-def _evaluate(model, setup: TrainSetup, stage: StageConfig, dev: list[Row], position, record) -> None:
+def _evaluate(model, head, setup: TrainSetup, stage: StageConfig, dev: list[Row], position, record) -> None:
     # transcription only: translation (direct and CoT) is scored on the held-out set, and BLEU into
-    # Japanese needs MeCab, which a training machine need not have
-    tasks = (Task.ASR,)
+    # Japanese needs MeCab, which a training machine need not have. A stage without the decoder's loss
+    # is scored by its CTC head alone.
+    tasks = (Task.ASR,) if stage.ce_weight else ()
     start = time.perf_counter()
-    scores = evaluate_dev(model, setup.tokenizer, dev, tasks)
+    scores = evaluate_dev(model, setup.tokenizer, dev, tasks, head if stage.ctc_weight else None)
     record({"global_step": position.global_step, "stage": stage.name, "step": position.step, "dev": scores,
             "eval_s": round(time.perf_counter() - start, 1)})  # fmt: skip
     log.info("step %d dev %s", position.global_step, scores)
