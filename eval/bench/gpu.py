@@ -37,15 +37,9 @@ def _clips(n: int) -> list[np.ndarray]:
 
 
 def _our_model():
-    from speechkit.model.config import SpeechModelConfig
-    from speechkit.model.speech_model import SpeechModel
-    from speechkit.testing.checkpoint import randomize_, released_config
+    from speechkit.testing.checkpoint import random_speech_model, released_config
 
-    config = SpeechModelConfig.from_official(released_config())
-    with torch.device("meta"):
-        model = SpeechModel(config, AUDIO_TOKEN)
-    model = model.to_empty(device="cuda").to(torch.bfloat16)
-    randomize_(model, seed=0)
+    model = random_speech_model(released_config(), AUDIO_TOKEN, device="cuda", dtype=torch.bfloat16, seed=0)
     model.decoder.merge_lora_()
     return model.eval()
 

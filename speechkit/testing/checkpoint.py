@@ -12,12 +12,15 @@ import copy
 import json
 import math
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from safetensors.torch import save_file
 
 from speechkit.model.convert_official import AUDIO_PREFIX, VISION_PREFIX
+
+if TYPE_CHECKING:
+    from speechkit.model.speech_model import SpeechModel
 
 RELEASED_CONFIG = Path(__file__).with_name("released_config.json")
 
@@ -276,3 +279,20 @@ def randomize_(module: torch.nn.Module, seed: int) -> None:
     with torch.no_grad(), torch.device(device):
         for name, tensor in state.items():
             tensor.copy_(random_tensor(name, tuple(tensor.shape), gen))
+
+
+def random_speech_model(
+    cfg: dict[str, Any], audio_token_id: int, *, device: str | torch.device, dtype: torch.dtype, seed: int = 0
+) -> SpeechModel:
+    """A ``SpeechModel`` of an official ``config.json`` (speech LoRA unmerged) filled with :func:`randomize_`
+    values on ``device``: built on the meta device, no checkpoint on disk, so a full-size model
+    (``released_config()``) takes seconds on a GPU. The values differ from :func:`write_random_checkpoint`'s."""
+    # imported here: the writers above work from the official key names alone, not from speechkit's modules
+    from speechkit.model.config import SpeechModelConfig
+    from speechkit.model.speech_model import SpeechModel
+
+    with torch.device("meta"):
+        model = SpeechModel(SpeechModelConfig.from_official(cfg), audio_token_id)
+    model = model.to_empty(device=device).to(dtype)
+    randomize_(model, seed=seed)
+    return model

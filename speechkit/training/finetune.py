@@ -77,10 +77,18 @@ def load_for_finetuning(checkpoint: str | Path, cfg: FinetuneConfig, device: tor
     """
     dtype = torch.bfloat16 if cfg.precision == "bf16" else torch.float32
     loaded = load_speech_model(checkpoint, device=device, dtype=dtype, lora="unmerged")
-    for param in select_trainable(loaded.model, cfg.stage).values():
-        param.data = param.data.float()  # fp32 masters for the trained parameters only
-    loaded.model.train()
+    make_trainable_(loaded.model, cfg)
     return loaded
+
+
+def make_trainable_(model: SpeechModel, cfg: FinetuneConfig) -> dict[str, nn.Parameter]:
+    """Switch ``model`` (LoRA unmerged) to training: the stage's groups get gradients and become fp32
+    masters, the rest stays frozen in its dtype. Returns the trained parameters by name."""
+    params = select_trainable(model, cfg.stage)
+    for param in params.values():
+        param.data = param.data.float()  # fp32 masters for the trained parameters only
+    model.train()
+    return params
 
 
 def decoder_hidden(decoder: Decoder, embeds: torch.Tensor, checkpointing: bool) -> torch.Tensor:
@@ -144,14 +152,7 @@ def finetune(
     if found is not None:
         progress, history = restore(found, params, optimizer, names)
         log.info("resuming from %s (step %d)", found, progress.step)
-    loss_module: nn.Module = LossModule(model, cfg)
-    if ranks.world > 1:
-        frozen = [n for n, _ in loss_module.named_parameters() if n.removeprefix("model.") not in params]
-        frozen += [n for n, _ in loss_module.named_buffers()]
-        # every rank loaded the same checkpoint: do not broadcast the frozen weights
-        nn.parallel.DistributedDataParallel._set_params_and_buffers_to_ignore_for_model(loss_module, frozen)
-        ids = [device.index] if device.type == "cuda" else None
-        loss_module = nn.parallel.DistributedDataParallel(loss_module, device_ids=ids)
+    loss_module = step_module(model, cfg, params, device, ranks)
     frontend = LogMelFrontend("cpu")
     durations = [e.row.duration for e in train]
 
@@ -172,20 +173,12 @@ def finetune(
             pin_memory=device.type == "cuda", prefetch_factor=4 if cfg.num_workers else None,
         )  # fmt: skip
         for batch in loader:
-            batch = batch.to(device)
-            lr = lr_at(stage, progress.step, 0.0)
-            for group in optimizer.param_groups:
-                group["lr"] = lr
-            loss = loss_module(batch)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            norm = torch.nn.utils.clip_grad_norm_(list(params.values()), cfg.grad_clip)
-            optimizer.step()
+            out = train_step(cfg, loss_module, optimizer, params, batch.to(device), progress.step)
             progress = dataclasses.replace(progress, step=progress.step + 1, batch=progress.batch + 1)
             done = progress.step >= stage.max_steps
             if progress.step % cfg.log_every == 0 or done or progress.step == 1:
-                record({"step": progress.step, "loss": _mean_over_ranks(loss.detach(), ranks), "lr": lr,
-                        "grad_norm": float(norm)})  # fmt: skip
+                record({"step": progress.step, "loss": _mean_over_ranks(out.loss, ranks), "lr": out.lr,
+                        "grad_norm": float(out.grad_norm)})  # fmt: skip
             if dev and (done or (stage.eval_every and progress.step % stage.eval_every == 0)):
                 progress = _evaluate(cfg, loaded, dev, progress, params, run_dir, ranks, record)
             stop = stop_at_step is not None and progress.step >= stop_at_step
@@ -196,6 +189,46 @@ def finetune(
                 return progress
         progress = dataclasses.replace(progress, epoch=progress.epoch + 1, batch=0)
     return progress
+
+
+def step_module(model: SpeechModel, cfg: FinetuneConfig, params: dict[str, nn.Parameter], device: torch.device,
+                ranks: Ranks) -> nn.Module:  # fmt: skip
+    """The module :func:`train_step` calls: the :class:`LossModule`, under ``DistributedDataParallel``
+    over the trained parameters alone when there are several ranks (``dist`` already initialised)."""
+    loss_module: nn.Module = LossModule(model, cfg)
+    if ranks.world > 1:
+        frozen = [n for n, _ in loss_module.named_parameters() if n.removeprefix("model.") not in params]
+        frozen += [n for n, _ in loss_module.named_buffers()]
+        # every rank loaded the same checkpoint: do not broadcast the frozen weights
+        nn.parallel.DistributedDataParallel._set_params_and_buffers_to_ignore_for_model(loss_module, frozen)
+        ids = [device.index] if device.type == "cuda" else None
+        loss_module = nn.parallel.DistributedDataParallel(loss_module, device_ids=ids)
+    return loss_module
+
+
+@dataclass(frozen=True)
+class StepResult:
+    """What one optimizer step reports: this rank's loss (detached, on the device), the total
+    gradient norm before clipping (after DDP's averaging) and the learning rate used."""
+
+    loss: torch.Tensor
+    grad_norm: torch.Tensor
+    lr: float
+
+
+def train_step(cfg: FinetuneConfig, loss_module: nn.Module, optimizer: torch.optim.Optimizer,
+               params: dict[str, nn.Parameter], batch: Batch, step: int) -> StepResult:  # fmt: skip
+    """Optimizer step ``step`` (0-based) on one batch already on the device: the schedule's learning
+    rate, forward, backward (DDP all-reduces the gradients), clipping at ``grad_clip``, AdamW."""
+    lr = lr_at(cfg.stage, step, 0.0)
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+    loss = loss_module(batch)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    norm = torch.nn.utils.clip_grad_norm_(list(params.values()), cfg.grad_clip)
+    optimizer.step()
+    return StepResult(loss.detach(), norm, lr)
 
 
 def _mean_over_ranks(value: torch.Tensor, ranks: Ranks) -> float:
