@@ -240,6 +240,39 @@ def test_left_padded_batch_equals_one_by_one(pair):
             assert rel_err(torch.cat(steps, dim=1)[i], alone[0, n:]) <= RTOL
 
 
+def test_grouped_query_steps_equal_plain_steps(pair):
+    # The CUDA-graph step folds each KV head's query heads into one group (no GQA repeat under the mask):
+    # a different kernel, not different math. Left-padded rows, full-width mask, as that step runs.
+    _, ours = pair
+    seqs = [ids(9, seed=41), ids(16, seed=42), ids(13, seed=43)]
+    batch, mask = left_pad(seqs)
+    width = batch.shape[1]
+    mask = torch.cat([mask, torch.ones(3, 4, dtype=torch.long)], dim=1)
+    positions = position_ids_from_mask(mask)
+    extra = ids(4, seed=44, batch=3)
+    steps = {}
+    with torch.no_grad():
+        for grouped in (False, True):
+            cache = ours.allocate_cache(batch=3, max_len=width + 4)
+            ours(ours.embed(batch), positions[:, :width], cache=cache, attention_mask=mask[:, :width], prefill=True)
+            steps[grouped] = torch.cat([
+                ours.logits(ours(ours.embed(extra[:, t : t + 1]), positions[:, width + t : width + t + 1], cache=cache,
+                                 cache_position=torch.tensor([width + t]), attention_mask=mask, group_queries=grouped))
+                for t in range(4)
+            ], dim=1)  # fmt: skip
+    assert rel_err(steps[True], steps[False]) <= RTOL  # measured 1.5e-6: another fp32 summation order
+
+
+def test_grouped_queries_refuse_anything_but_single_token_cached_steps(pair):
+    _, ours = pair
+    x = ours.embed(ids(3, seed=45))
+    cache = ours.allocate_cache(batch=1, max_len=8)
+    with torch.no_grad(), pytest.raises(ConfigError, match="group_queries is for single-token decode steps"):
+        ours(x, torch.arange(3)[None], cache=cache, group_queries=True)
+    with torch.no_grad(), pytest.raises(ConfigError, match="got 1 tokens, cache=none"):
+        ours(x[:, :1], torch.zeros(1, 1, dtype=torch.long), group_queries=True)
+
+
 def test_padded_batch_uses_total_kv_length_for_regime(pair):
     # Official rule (reference E, H.8): the padded KV length picks the regime, so a short item
     # batched with a long one runs with long factors. Pinned by comparing with a forced regime.

@@ -5,7 +5,9 @@ math, the same stop, loop and length rules (applied on the host to tokens read b
 ``SYNC_EVERY`` steps). What changes is how a step is launched: every buffer the step touches is
 allocated once (token, positions, cache slot, outputs), the step writes its argmax back into the
 token buffer and advances positions and slot on the device, so on CUDA one graph replay runs a
-whole step with no host work. On CPU (tests) the identical step runs eagerly.
+whole step with no host work. On CPU (tests) the identical step runs eagerly. Its attention folds
+the query heads of each KV head into one group (``group_queries``), so no kernel repeats the cache
+per query head; fp32 results differ from the plain path's in summation order only.
 
 Sequences that would cross LongRoPE's short/long threshold mid-generation take the plain path:
 the official recompute cannot live inside a fixed graph.
@@ -44,7 +46,7 @@ class DecodeStep:
     def _step(self) -> None:
         decoder = self.model.decoder
         hidden = decoder(decoder.embed(self.token), self.position, cache=self.cache, cache_position=self.slot,
-                         attention_mask=self.mask, regime=self.regime)  # fmt: skip
+                         attention_mask=self.mask, regime=self.regime, group_queries=True)  # fmt: skip
         self.logits = decoder.logits(hidden[:, -1]).float()
         self.logprob, self.best = torch.log_softmax(self.logits, dim=-1).max(dim=-1)
         self.token.copy_(self.best[:, None])

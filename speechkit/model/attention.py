@@ -66,12 +66,14 @@ class Attention(nn.Module):
         cache: KVCache | None = None,
         cache_position: Tensor | None = None,
         kv_len: int | None = None,
+        group_queries: bool = False,
     ) -> Tensor:
         """x (B, L, hidden) -> (B, L, hidden).
 
-        ``mask``: boolean (B or 1, 1, L, kv_len) from :func:`build_attention_mask`, or None for plain causal
-        attention over the L new tokens. With ``cache``, keys/values are written at ``cache_position`` (L,)
+        ``mask``: boolean or additive (B or 1, 1, L, kv_len) from :func:`build_attention_mask`, or None for plain
+        causal attention over the L new tokens. With ``cache``, keys/values are written at ``cache_position`` (L,)
         and attention runs over the first ``kv_len`` slots of the buffer (default: all of it).
+        ``group_queries`` (L = 1 with a mask only): see :meth:`speechkit.model.decoder.Decoder.forward`.
         """
         batch, length, _ = x.shape
         heads, kv_heads = self.num_heads, self.num_kv_heads
@@ -84,11 +86,21 @@ class Attention(nn.Module):
             k, v = cache.write(self.layer, cache_position, k, v)  # (B, KV, max_len, hd)
             if kv_len is not None:
                 k, v = k[:, :, :kv_len], v[:, :, :kv_len]
-        out = F.scaled_dot_product_attention(
-            q, k, v,
-            attn_mask=mask,
-            is_causal=mask is None,
-            scale=self.head_dim**-0.5,
-            enable_gqa=self.num_kv_heads != self.num_heads,
-        )  # (B, H, L, hd)
+        if group_queries:
+            # query head h reads KV head h // group, so the heads of one KV head are consecutive: fold them
+            # into the query-length axis (group rows, one slot) and the head counts match; the mask
+            # (B or 1, 1, 1, kv_len) broadcasts over those rows
+            assert length == 1 and mask is not None
+            group = heads // kv_heads
+            out = F.scaled_dot_product_attention(
+                q.reshape(batch, kv_heads, group, self.head_dim), k, v, attn_mask=mask, scale=self.head_dim**-0.5
+            ).view(batch, heads, 1, self.head_dim)
+        else:
+            out = F.scaled_dot_product_attention(
+                q, k, v,
+                attn_mask=mask,
+                is_causal=mask is None,
+                scale=self.head_dim**-0.5,
+                enable_gqa=self.num_kv_heads != self.num_heads,
+            )  # (B, H, L, hd)
         return self.o_proj(out.transpose(1, 2).reshape(batch, length, heads * self.head_dim))

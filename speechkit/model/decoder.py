@@ -91,8 +91,9 @@ class DecoderLayer(nn.Module):
         cache: KVCache | None,
         cache_position: Tensor | None,
         kv_len: int | None = None,
+        group_queries: bool = False,
     ) -> Tensor:
-        h = x + self.self_attn(self.input_layernorm(x), rope, mask, cache, cache_position, kv_len)
+        h = x + self.self_attn(self.input_layernorm(x), rope, mask, cache, cache_position, kv_len, group_queries)
         return h + self.mlp(self.post_attention_layernorm(h))
 
 
@@ -158,6 +159,7 @@ class Decoder(nn.Module):
         attention_mask: Tensor | None = None,
         regime: Regime | None = None,
         prefill: bool = False,
+        group_queries: bool = False,
     ) -> Tensor:
         """Embeddings (B, L, hidden) -> final-normed hidden states (B, L, hidden).
 
@@ -178,6 +180,13 @@ class Decoder(nn.Module):
                 compiled decoding loop, where the generator knows the length).
             prefill: with ``cache``, these L tokens fill slots 0..L-1: attention runs over those slots
                 only (plain causal, the fastest kernel, when there is no padding), not the whole buffer.
+            group_queries: single-token steps over a cache only (the CUDA-graph decode step). Each KV head's
+                query heads become rows of one query group, so attention has equal head counts. Under a
+                mask, SDPA (torch 2.11) runs grouped-query attention on cuDNN where it prefers cuDNN, else
+                on the math kernel, which repeats every cached key and value per query head (3x the cache
+                traffic); with equal head counts the mem-efficient kernel takes the mask and reads the
+                cache once. The mask is made additive once per step instead of once per layer. Same math,
+                another kernel (fp32 differs in summation order): the plain path keeps the default.
         """
         length = inputs_embeds.shape[1]
         attend = None  # cache slots attention runs over; None = the whole buffer
@@ -202,12 +211,22 @@ class Decoder(nn.Module):
         elif cache is not None and not prefill:
             mask = build_attention_mask(slots, kv_len, None)
         # else: plain causal attention, and the causal flag lets SDPA pick its fastest kernel
+        if group_queries:
+            if cache is None or prefill or length != 1:
+                raise ConfigError(
+                    f"group_queries is for single-token decode steps over a KV cache; got {length} tokens, "
+                    f"cache={'yes' if cache is not None else 'none'}, prefill={prefill}"
+                )
+            # the 0 / -inf form SDPA would build from the boolean mask in every layer
+            mask = torch.zeros(mask.shape, dtype=inputs_embeds.dtype, device=mask.device).masked_fill_(
+                ~mask, float("-inf")
+            )
         if regime is None:
             regime = self.regime_for(length if cache is None else int(cache_position[-1]) + 1)
         rope = self.rope.tables(position_ids, regime, inputs_embeds.dtype)
         h = inputs_embeds
         for layer in self.layers:
-            h = layer(h, rope, mask, cache, cache_position, attend)
+            h = layer(h, rope, mask, cache, cache_position, attend, group_queries)
         return self.norm(h)
 
     def _lora_layers(self) -> list[LoRALinear]:
