@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from torch.profiler import record_function
 
 CLIP_S = 30.0
 NEW_TOKENS = 100
@@ -36,10 +37,12 @@ def _clips(n: int) -> list[np.ndarray]:
     return [base[i % len(base)] for i in range(n)]
 
 
-def _our_model():
-    from speechkit.testing.checkpoint import random_speech_model, released_config
+def _our_model(tiny: bool = False):
+    """The full-size random model, bf16 on the GPU, LoRA merged; ``tiny``: the test config, fp32 on CPU."""
+    from speechkit.testing.checkpoint import random_speech_model, released_config, tiny_config
 
-    model = random_speech_model(released_config(), AUDIO_TOKEN, device="cuda", dtype=torch.bfloat16, seed=0)
+    cfg, device, dtype = (tiny_config(), "cpu", torch.float32) if tiny else (released_config(), "cuda", torch.bfloat16)
+    model = random_speech_model(cfg, AUDIO_TOKEN, device=device, dtype=dtype, seed=0)
     model.decoder.merge_lora_()
     return model.eval()
 
@@ -91,29 +94,44 @@ def part_ours() -> dict:
 
 
 @torch.inference_mode()
-def _ours_breakdown(model, frontend) -> dict:
-    """Batch 1 time to first token and decode tokens/s; batch 64 encoder-only and prefill-only throughput."""
+def _first_token(model, frontend, clip: list[np.ndarray]) -> int:
+    """One time-to-first-token pass at batch 1 (features, encoder, prefill, argmax read back); the prompt length."""
+    device = model.decoder.embed_tokens.weight.device
+    with record_function("features"):  # stage labels for gpu_profile.py (a microsecond each)
+        feats = frontend(clip)
+    with record_function("encoder"):
+        audio = model.audio(feats.values)
+    with record_function("prefill"):
+        ids = torch.tensor([_prompt(int(audio.lengths[0]))], device=device)
+        hidden = model.decoder(model.embed_inputs(ids, audio), torch.arange(ids.shape[1], device=device)[None])
+        int(model.decoder.logits(hidden[:, -1]).argmax())
+    return ids.shape[1]
+
+
+def _decode_step(model, batch: int, prompt_len: int, done: int = 0):
+    """A decode step (a CUDA graph on GPU) over a (batch, prompt_len + NEW_TOKENS) cache, ``done`` tokens in."""
     from speechkit.inference.fast_generate import DecodeStep
 
+    device = model.decoder.embed_tokens.weight.device
+    total = prompt_len + NEW_TOKENS
+    cache = model.decoder.allocate_cache(batch, total)
+    mask = torch.ones(batch, total, dtype=torch.long, device=device)
+    step = DecodeStep(model, cache, mask, model.decoder.regime_for(total), use_graph=device.type == "cuda")
+    step.slot.fill_(prompt_len + done)
+    step.position.fill_(prompt_len + done)
+    return step
+
+
+@torch.inference_mode()
+def _ours_breakdown(model, frontend) -> dict:
+    """Batch 1 time to first token and decode tokens/s; batch 64 encoder-only and prefill-only throughput."""
     clip = _clips(1)
-    prompts_audio = None
     ttfts = []
     for _ in range(5):
         t0 = time.perf_counter()
-        feats = frontend(clip)
-        audio = model.audio(feats.values)
-        ids = torch.tensor([_prompt(int(audio.lengths[0]))], device="cuda")
-        hidden = model.decoder(model.embed_inputs(ids, audio), torch.arange(ids.shape[1], device="cuda")[None])
-        int(model.decoder.logits(hidden[:, -1]).argmax())
+        prompt_len = _first_token(model, frontend, clip)
         ttfts.append(time.perf_counter() - t0)
-        prompts_audio = (ids, audio)
-    ids, audio = prompts_audio
-    total = ids.shape[1] + NEW_TOKENS
-    cache = model.decoder.allocate_cache(1, total)
-    mask = torch.ones(1, total, dtype=torch.long, device="cuda")
-    step = DecodeStep(model, cache, mask, model.decoder.regime_for(total), use_graph=True)
-    step.slot.fill_(ids.shape[1])
-    step.position.fill_(ids.shape[1])
+    step = _decode_step(model, 1, prompt_len)
     _sync()
     t0 = time.perf_counter()
     for _ in range(NEW_TOKENS):
