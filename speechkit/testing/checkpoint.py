@@ -253,6 +253,30 @@ def write_random_checkpoint(
     return root
 
 
+def write_talking_checkpoint(root: str | Path, *, seed: int = 0) -> Path:
+    """:func:`write_random_checkpoint` whose decoder always talks: every embedding row outside the tiny
+    tokenizer's BPE symbols (special tokens, end of text, the unused ids up to ``vocab_size``) is zeroed.
+
+    The output head is tied to the embeddings, so those tokens score 0 while the largest of ~600 random
+    scores is positive: every decode runs to its ``max_new_tokens`` and yields junk text, never the empty
+    text a plain random model mostly gives (its argmax lands on ids the tokenizer cannot spell). Streaming
+    and server tests need that: the engine sends no final message for a segment without words.
+    """
+    from safetensors.torch import load_file
+
+    from speechkit.testing.tokenizer import SPECIAL_TOKENS
+
+    root = write_random_checkpoint(root, seed=seed)
+    vocab = json.loads((root / "tokenizer.json").read_text())["model"]["vocab"]
+    spelled = 1 + max(i for i in vocab.values() if i not in SPECIAL_TOKENS)
+    key = "model.embed_tokens.weight"
+    shard = root / json.loads((root / "model.safetensors.index.json").read_text())["weight_map"][key]
+    tensors = load_file(str(shard))
+    tensors[key][spelled:] = 0
+    save_file(tensors, str(shard), metadata={"format": "pt"})
+    return root
+
+
 def _shard_groups(shapes: dict[str, tuple[int, ...]], dtype: torch.dtype, shard_bytes: int) -> list[list[str]]:
     names = list(shapes)
     if not shard_bytes:
