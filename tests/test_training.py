@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 from pathlib import Path
@@ -80,12 +81,14 @@ def test_loss_falls_on_a_fixed_batch(corpus: Path, tmp_path: Path) -> None:
     assert losses[-1] < 0.8 * losses[0], losses
 
 
-def test_resume_gives_bit_identical_losses(corpus: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize("in_memory", [False, True], ids=["files", "memory+device-features"])
+def test_resume_gives_bit_identical_losses(corpus: Path, tmp_path: Path, in_memory: bool) -> None:
     paths = DataPaths(text=corpus / "train.jsonl", train=corpus / "train.jsonl")
-    full = _losses(train(_config(), _setup(corpus), paths, tmp_path / "full"))
+    cfg = dataclasses.replace(_config(), audio_in_memory=in_memory, features_on_device=in_memory)
+    full = _losses(train(cfg, _setup(corpus), paths, tmp_path / "full"))
     # stop after step 4 (inside the speech stage, with optimizer moments), then resume in a fresh model
-    train(_config(), _setup(corpus), paths, tmp_path / "cut", stop_at_step=4)
-    resumed = _losses(train(_config(), _setup(corpus), paths, tmp_path / "cut"))
+    train(cfg, _setup(corpus), paths, tmp_path / "cut", stop_at_step=4)
+    resumed = _losses(train(cfg, _setup(corpus), paths, tmp_path / "cut"))
     assert set(full) == {1, 2, 3, 4, 5, 6}
     for step in (5, 6):
         assert resumed[step] == full[step], (step, resumed[step], full[step])  # exact, not approximate
@@ -197,3 +200,21 @@ def test_dev_evaluation_scores_the_ctc_head_alone_when_asked(corpus: Path) -> No
     scores = evaluate_dev(setup.model, setup.tokenizer, rows, (), head)
     assert set(scores) == {"ctc"} and set(scores["ctc"]) == {"en", "de", "fr"}
     assert setup.model.training and head.training  # training mode restored
+
+
+def test_batches_from_memory_and_device_features_equal_batches_from_files(corpus: Path) -> None:
+    from speechkit.audio import LogMelFrontend
+    from speechkit.text.prompts import Task
+    from speechkit.training.batches import AudioStore, read_rows, speech_batch, with_features
+
+    setup = _setup(corpus)
+    rows = read_rows(corpus / "train.jsonl", True)[:5]
+    tasks = [Task.ASR, Task.AST, Task.AST_COT, Task.ASR, Task.AST]
+    files = speech_batch(rows, tasks, setup.tokenizer, LogMelFrontend("cpu"))
+    store = AudioStore(rows, threads=2)
+    memory = speech_batch(rows, tasks, setup.tokenizer, None, store)
+    assert memory.features is None and memory.waves.shape[0] == 5
+    finished = with_features(memory, LogMelFrontend("cpu"))
+    assert torch.equal(finished.input_ids, files.input_ids) and torch.equal(finished.labels, files.labels)
+    assert torch.equal(finished.feature_lengths, files.feature_lengths) and finished.waves is None
+    torch.testing.assert_close(finished.features, files.features, rtol=0, atol=1e-4)  # int16 in memory

@@ -8,15 +8,18 @@ same batches as the run it continues.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 
-from speechkit.audio import LogMelFrontend, load_audio
+from speechkit.audio import SAMPLE_RATE, LogMelFrontend, Waveform, load_audio
 from speechkit.audio.features import num_audio_tokens
 from speechkit.errors import DataError
 from speechkit.text.prompts import COT_SEPARATOR, PromptSpec, Task, encode_prompt
@@ -110,7 +113,9 @@ def answer_text(row: Row, task: Task) -> str:
 @dataclass(frozen=True)
 class Batch:
     """Right-padded training batch. ``labels`` are the next-token targets aligned with ``input_ids``
-    (IGNORE where no loss); ``features``/``feature_lengths`` are absent for text batches."""
+    (IGNORE where no loss); ``features``/``feature_lengths`` are absent for text batches. A speech batch
+    built without a front end carries its waveforms instead (``waves``/``wave_lengths``), for features
+    computed on the training device."""
 
     input_ids: torch.Tensor  # (B, L) int64
     labels: torch.Tensor  # (B, L) int64
@@ -118,11 +123,36 @@ class Batch:
     feature_lengths: torch.Tensor | None  # (B,) int64 valid frames
     asr_rows: torch.Tensor | None = None  # (B,) bool: the answer is the transcript (CTC applies)
     pad_id: int = 0  # the padding id of input_ids (the CTC blank: never part of an answer)
+    waves: torch.Tensor | None = None  # (B, N) float32 16 kHz samples, right-padded with 0
+    wave_lengths: torch.Tensor | None = None  # (B,) int64 valid samples
 
     def to(self, device: torch.device) -> Batch:
         move = (lambda t: None if t is None else t.to(device, non_blocking=True))  # noqa: E731
         return Batch(move(self.input_ids), move(self.labels), move(self.features), move(self.feature_lengths),
-                     move(self.asr_rows), self.pad_id)  # fmt: skip
+                     move(self.asr_rows), self.pad_id, move(self.waves), self.wave_lengths)  # fmt: skip
+
+
+class AudioStore:
+    """Training audio decoded once and held in memory as 16 kHz int16 (2 bytes a sample: 72 h = 8.3 GB),
+    so an epoch costs no file reads. Loading processes forked after it is built share it read-only.
+
+    Decoding runs on ``threads`` threads (libsndfile and the resampler release the GIL).
+    """
+
+    def __init__(self, rows: Sequence[Row], threads: int) -> None:
+        paths = list(dict.fromkeys(r.audio for r in rows if r.audio is not None))
+        with ThreadPoolExecutor(max(1, threads)) as pool:
+            self._waves = dict(zip(paths, pool.map(_read_int16, paths), strict=True))
+
+    def __getitem__(self, path: Path) -> Waveform:
+        """The waveform of ``path`` (float32 in [-1, 1), at the rate ``load_audio`` gave it)."""
+        samples, rate = self._waves[path]
+        return Waveform(samples.astype(np.float32) / 32768.0, rate, str(path))
+
+
+def _read_int16(path: Path) -> tuple[np.ndarray, int]:
+    wave = load_audio(path)
+    return np.clip(np.round(wave.samples * 32768.0), -32768, 32767).astype(np.int16), wave.sample_rate
 
 
 def _pad(seqs: list[list[int]], value: int) -> torch.Tensor:
@@ -137,10 +167,14 @@ def text_batch(token_lists: list[list[int]], pad_id: int) -> Batch:
     return Batch(ids, labels, None, None, None, pad_id)
 
 
-def speech_batch(rows: list[Row], tasks: list[Task], tokenizer: Tokenizer, frontend: LogMelFrontend) -> Batch:
-    """Prompted speech batch: loss on the answer tokens and the closing ``<|end|>`` only."""
-    waves = [load_audio(r.audio) for r in rows]
-    feats = frontend([w.samples for w in waves], [w.sample_rate for w in waves])
+def speech_batch(rows: list[Row], tasks: list[Task], tokenizer: Tokenizer, frontend: LogMelFrontend | None,
+                 store: AudioStore | None = None) -> Batch:  # fmt: skip
+    """Prompted speech batch: loss on the answer tokens and the closing ``<|end|>`` only.
+
+    Audio comes from ``store`` when given, else from the files. Without a ``frontend`` the batch carries
+    the padded waveforms instead of features (see :class:`Batch`).
+    """
+    waves = [store[r.audio] if store is not None else load_audio(r.audio) for r in rows]
     seqs, labels = [], []
     end = tokenizer.special.end
     for row, task, wave in zip(rows, tasks, waves, strict=True):
@@ -154,7 +188,28 @@ def speech_batch(rows: list[Row], tasks: list[Task], tokenizer: Tokenizer, front
         labels.append(target)
     pad = tokenizer.special.endoftext
     asr = torch.tensor([task is Task.ASR for task in tasks])
+    if frontend is None:
+        odd = [r.audio for r, w in zip(rows, waves, strict=True) if w.sample_rate != SAMPLE_RATE]
+        if odd:
+            raise DataError(f"{odd[0]}: {SAMPLE_RATE} Hz audio only when features are computed on the device; "
+                            "set train.features_on_device=false")  # fmt: skip
+        lengths = torch.tensor([len(w.samples) for w in waves], dtype=torch.int64)
+        padded = torch.zeros(len(waves), int(lengths.max()), dtype=torch.float32)
+        for i, wave in enumerate(waves):
+            padded[i, : len(wave.samples)] = torch.from_numpy(wave.samples)
+        return Batch(_pad(seqs, pad), _pad(labels, IGNORE), None, None, asr, pad, padded, lengths)
+    feats = frontend([w.samples for w in waves], [w.sample_rate for w in waves])
     return Batch(_pad(seqs, pad), _pad(labels, IGNORE), feats.values.float(), feats.lengths.long(), asr, pad)
+
+
+def with_features(batch: Batch, frontend: LogMelFrontend) -> Batch:
+    """``batch`` with its waveforms (if it carries any) replaced by log-mel features from ``frontend``."""
+    if batch.waves is None:
+        return batch
+    waves = [batch.waves[i, :n] for i, n in enumerate(batch.wave_lengths.tolist())]
+    feats = frontend(waves, SAMPLE_RATE)
+    return dataclasses.replace(batch, features=feats.values.float(), feature_lengths=feats.lengths.long(),
+                               waves=None, wave_lengths=None)  # fmt: skip
 
 
 class BatchSource(torch.utils.data.Dataset):

@@ -29,6 +29,7 @@ from speechkit.text.tokenizer import Tokenizer
 from speechkit.training import checkpoint as ckpt
 from speechkit.training.batches import (
     IGNORE,
+    AudioStore,
     Batch,
     BatchSource,
     Row,
@@ -37,6 +38,7 @@ from speechkit.training.batches import (
     read_rows,
     speech_batch,
     text_batch,
+    with_features,
     worker_init,
 )  # fmt: skip
 from speechkit.training.config import StageConfig, TrainConfig, to_dict
@@ -72,10 +74,13 @@ class DataPaths:
 
 
 class _StageData:
-    """A stage's examples, their batching costs, and how to build batch i of an epoch."""
+    """A stage's examples, their batching costs, and how to build batch i of an epoch and finish it on
+    the training device."""
 
-    def __init__(self, stage: StageConfig, setup: TrainSetup, paths: DataPaths, seed: int) -> None:
-        self.stage, self.seed, self.tokenizer = stage, seed, setup.tokenizer
+    def __init__(self, stage: StageConfig, setup: TrainSetup, paths: DataPaths, seed: int,
+                 store: AudioStore | None, features_on_device: bool) -> None:  # fmt: skip
+        self.stage, self.seed, self.tokenizer, self.store = stage, seed, setup.tokenizer, store
+        self.device_frontend = LogMelFrontend(setup.device) if features_on_device else None
         if stage.data == "text":
             if paths.text is None:
                 raise ConfigError(f"stage {stage.name}: a text stage needs the text manifest")
@@ -90,14 +95,19 @@ class _StageData:
             self.rows = read_rows(paths.train, True)
             self.costs = [r.duration for r in self.rows]
             self.budget = stage.batch_seconds
-            self.frontend = LogMelFrontend("cpu")
+            self.frontend = None if features_on_device else LogMelFrontend("cpu")
 
     def build(self, epoch: int, indices: list[int]) -> Batch:
         if self.stage.data == "text":
             return text_batch([self.tokens[i] for i in indices], self.tokenizer.special.endoftext)
         rows = [self.rows[i] for i in indices]
         tasks = [choose_task(self.stage.tasks, self.seed, epoch, r.id) for r in rows]
-        return speech_batch(rows, tasks, self.tokenizer, self.frontend)
+        return speech_batch(rows, tasks, self.tokenizer, self.frontend, self.store)
+
+    def finish(self, batch: Batch, device: torch.device) -> Batch:
+        """``batch`` on ``device``, with features computed there if it carries waveforms."""
+        batch = batch.to(device)
+        return batch if self.device_frontend is None else with_features(batch, self.device_frontend)
 
     def loader(self, epoch: int, start: int, workers: int):
         plan = plan_batches(self.costs, self.budget, self.seed, epoch)
@@ -176,6 +186,7 @@ def train(
         saved = ckpt.load_model_state(found, model, extra)
         log.info("resuming from %s (stage %d, step %d)", found, position.stage, position.step)
     dev: list[Row] = []
+    store = None
     for index in range(position.stage, len(cfg.stages)):
         if index != position.stage:
             position = ckpt.Position(stage=index, global_step=position.global_step)
@@ -184,14 +195,18 @@ def train(
             before_stage(cfg.stages[index])
         if not dev and paths.dev is not None and cfg.stages[index].data == "speech":
             dev = dev_subset(read_rows(paths.dev, True), cfg.dev_per_lang)  # read late: synthesis may run now
-        position = _run_stage(cfg, setup, extra, paths, run_dir, position, saved, history, dev, stop_at_step,
+        if store is None and cfg.audio_in_memory and cfg.stages[index].data == "speech":
+            start = time.perf_counter()
+            store = AudioStore(read_rows(paths.train, True), threads=max(4, cfg.num_workers))
+            log.info("training audio decoded into memory in %.1f s", time.perf_counter() - start)
+        position = _run_stage(cfg, setup, extra, store, paths, run_dir, position, saved, history, dev, stop_at_step,
                               on_record)  # fmt: skip
         if stop_at_step is not None and position.global_step >= stop_at_step:
             break
     return history
 
 
-def _run_stage(cfg, setup, extra, paths, run_dir, position, saved, history, dev, stop_at_step, on_record):
+def _run_stage(cfg, setup, extra, store, paths, run_dir, position, saved, history, dev, stop_at_step, on_record):
     stage = cfg.stages[position.stage]
     model = setup.model
     head = extra.get(STATE_PREFIX)
@@ -202,10 +217,10 @@ def _run_stage(cfg, setup, extra, paths, run_dir, position, saved, history, dev,
     optimizer = build_optimizer(params, stage, cfg.betas, cfg.eps)
     if saved is not None:
         ckpt.load_optimizer_state(saved, optimizer, names)
-    data = _StageData(stage, setup, paths, cfg.seed + position.stage)
+    data = _StageData(stage, setup, paths, cfg.seed + position.stage, store, cfg.features_on_device)
     if stage.init_feature_stats and position.step == 0:
-        first = data.build(0, list(range(min(FEATURE_STATS_ROWS, len(data.rows)))))
-        set_feature_stats_(model, first.features, first.feature_lengths)
+        first = data.finish(data.build(0, list(range(min(FEATURE_STATS_ROWS, len(data.rows))))), setup.device)
+        set_feature_stats_(model, first.features.cpu(), first.feature_lengths.cpu())
     log.info("stage %s: %d trainable parameters (%s), lora %s", stage.name,
              sum(p.numel() for p in params.values()), ", ".join(stage.trainable), stage.lora)  # fmt: skip
 
@@ -230,7 +245,7 @@ def _run_stage(cfg, setup, extra, paths, run_dir, position, saved, history, dev,
             start = time.perf_counter()
             lr = lr_at(stage, position.step, position.elapsed_s)
             seed = cfg.seed * 1_000_003 + position.global_step
-            loss, norm = _step(model, head, batch.to(setup.device), optimizer, params, cfg, stage, lr, seed)
+            loss, norm = _step(model, head, data.finish(batch, setup.device), optimizer, params, cfg, stage, lr, seed)
             if setup.device.type == "cuda":
                 torch.cuda.synchronize()
             position = dataclasses.replace(
