@@ -52,11 +52,12 @@ class RMSNorm(nn.Module):
         self.weight = nn.Parameter(torch.ones(dim))
 
     def forward(self, x: Tensor) -> Tensor:
-        dtype = x.dtype
-        h = x.float()
-        h = h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + self.eps)
-        # The cast comes before the weight product, as in the official code: bf16 rounding differs otherwise.
-        return self.weight * h.to(dtype)
+        # F.rms_norm without the weight: one fused kernel on CUDA instead of five (plus the casts), and
+        # bitwise equal to x * rsqrt(mean(x^2) + eps) in fp32 on CPU (checked at the decoder's shapes).
+        # The cast comes before the weight product, as in the official code: bf16 rounding differs
+        # otherwise, so the weight is not passed to F.rms_norm (that form differs in bf16 by 1 ulp).
+        h = F.rms_norm(x.float(), (x.shape[-1],), eps=self.eps)
+        return self.weight * h.to(x.dtype)
 
 
 class MLP(nn.Module):
