@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from speechkit.audio import LogMelFrontend
+from speechkit.errors import ConfigError
 from speechkit.inference import fast_generate as fast
 from speechkit.inference.generate import generate
 from speechkit.model.loader import load_speech_model
@@ -52,3 +53,53 @@ def test_crossing_the_regime_takes_the_plain_path(loaded, monkeypatch):
     monkeypatch.setattr(fast, "generate", lambda *a, **k: called.append(1) or generate(*a, **k))
     out = fast.generate_fast(loaded.model, prompts, audio, max_new_tokens=[4], stop_ids=(), pad_id=199999)
     assert called and len(out[0].tokens) == 4
+
+
+def _check(loaded, prompts, audio, caps, stop_ids, steps):
+    kwargs = dict(max_new_tokens=caps, stop_ids=stop_ids, pad_id=199999)
+    plain = generate(loaded.model, prompts, audio, **kwargs)
+    quick = fast.generate_fast(loaded.model, prompts, audio, steps=steps, **kwargs)
+    assert [g.tokens for g in quick] == [g.tokens for g in plain]
+    assert [g.stop for g in quick] == [g.stop for g in plain]
+    assert [g.avg_logprob for g in quick] == pytest.approx([g.avg_logprob for g in plain], abs=1e-5)
+
+
+def test_kept_steps_give_the_plain_tokens_request_after_request(loaded):
+    """A kept step is fully reset between requests: cache slots, positions, masks, stop flags."""
+    steps = fast.StepCache(max_entries=2)
+    first, audio = _batch(loaded, [3.0, 1.2, 2.1])
+    _check(loaded, first, audio, [24, 7, 15], (), steps)
+    (kept,) = steps._steps.values()
+    # a non-finite value left in the cache must not reach the next request (masked slots weigh 0 * NaN)
+    with torch.inference_mode():
+        for buf in (*kept.cache.keys, *kept.cache.values):
+            buf.fill_(float("nan"))
+    # same bucket, other prompts and padding (a shorter longest prompt), an early stop id: the same step
+    second, audio = _batch(loaded, [1.0, 2.5, 0.6], Task.AST)
+    free = generate(loaded.model, second, audio, max_new_tokens=[20] * 3, stop_ids=(), pad_id=199999)
+    _check(loaded, second, audio, [20, 12, 20], (free[1].tokens[3],), steps)
+    assert list(steps._steps.values()) == [kept]
+    # another batch size is another step; the first is still kept and still right
+    single, audio = _batch(loaded, [1.7])
+    _check(loaded, single, audio, [18], loaded.tokenizer.stop_ids, steps)
+    assert len(steps) == 2
+    third, audio = _batch(loaded, [0.8, 0.9, 2.8])
+    _check(loaded, third, audio, [16, 16, 16], loaded.tokenizer.stop_ids, steps)
+    assert kept in steps._steps.values() and len(steps) == 2
+
+
+def test_step_cache_is_bounded_and_clears(loaded):
+    steps = fast.StepCache(max_entries=1, bucket=64)
+    for seconds in ([1.0], [1.0, 0.5], [1.0]):
+        prompts, audio = _batch(loaded, seconds)
+        _check(loaded, prompts, audio, [6] * len(seconds), (), steps)
+        assert len(steps) == 1
+    (kept,) = steps._steps.values()
+    assert kept.cache.batch == 1 and kept.cache.max_len % 64 == 0
+    steps.clear()
+    assert len(steps) == 0
+
+
+def test_step_cache_rejects_empty_bounds():
+    with pytest.raises(ConfigError, match="max_entries >= 1 and bucket >= 1, got max_entries=0, bucket=256"):
+        fast.StepCache(max_entries=0)

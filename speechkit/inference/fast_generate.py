@@ -9,29 +9,40 @@ whole step with no host work. On CPU (tests) the identical step runs eagerly. It
 the query heads of each KV head into one group (``group_queries``), so no kernel repeats the cache
 per query head; fp32 results differ from the plain path's in summation order only.
 
+Building a step costs two eager warm-up steps and a capture (tens of ms on the released model), so a
+:class:`StepCache` keeps built steps across requests, keyed by batch size, cache capacity rounded up
+to ``CAPACITY_BUCKET`` slots, RoPE regime and adapter state; each request re-fills the step's input
+buffers and clears its cache tail (:meth:`DecodeStep.load`), so results do not depend on earlier ones.
+
 Sequences that would cross LongRoPE's short/long threshold mid-generation take the plain path:
 the official recompute cannot live inside a fixed graph.
 """
 
 from __future__ import annotations
 
+from collections import OrderedDict
+
 import torch
 
+from speechkit.errors import ConfigError
 from speechkit.inference.generate import Generation, LeftPadded, Row, advance, generate
 from speechkit.model.encoder import EncoderOutput
 from speechkit.model.kv_cache import KVCache
+from speechkit.model.lora import LoRALinear
 from speechkit.model.rope import Regime
 from speechkit.model.speech_model import SpeechModel
 
 SYNC_EVERY = 8  # decode steps between host checks of the stop rules
+CAPACITY_BUCKET = 256  # a kept step's cache slots are rounded up to a multiple of this
 
 
 class DecodeStep:
     """One greedy decode step over static buffers, optionally captured as a CUDA graph.
 
     Buffers: ``token`` (B, 1) input ids (the step overwrites it with its argmax), ``position`` (B, 1)
-    rotary positions, ``slot`` (1,) cache slot, ``mask`` (B, max_len) padding mask; outputs ``best``
-    (B,) argmax ids, ``logprob`` (B,) their log-probabilities, ``logits`` (B, vocab).
+    rotary positions, ``slot`` (1,) cache slot, ``mask`` (B, cache.max_len) padding mask; outputs ``best``
+    (B,) argmax ids, ``logprob`` (B,) their log-probabilities, ``logits`` (B, vocab). A graph reads and
+    writes these very tensors: change them in place only (:meth:`load`).
     """
 
     def __init__(self, model: SpeechModel, cache: KVCache, mask: torch.Tensor, regime: Regime,
@@ -70,11 +81,72 @@ class DecodeStep:
             buf.copy_(value)
         return graph
 
+    def load(self, mask: torch.Tensor, token: torch.Tensor, position: torch.Tensor, prompt_len: int) -> None:
+        """Set every input for a new request whose prompt fills slots 0..prompt_len-1 (prefill first).
+
+        ``mask`` (B, <= max_len) is the request's padding mask; slots past it count as real (future
+        slots, hidden by causality). ``token``/``position`` (B, 1) are the first decode step's inputs.
+        Cache slots from ``prompt_len`` on are zeroed: masked slots never weigh in, but a non-finite
+        value left by an earlier request would (NaN * 0), so a reused step starts as a fresh one.
+        """
+        width = mask.shape[1]
+        self.mask[:, :width].copy_(mask)
+        self.mask[:, width:].fill_(1)
+        self.token.copy_(token)
+        self.position.copy_(position)
+        self.slot.fill_(prompt_len)
+        for buf in (*self.cache.keys, *self.cache.values):
+            buf[:, :, prompt_len:].zero_()
+
     def __call__(self) -> None:
         if self.graph is not None:
             self.graph.replay()
         else:
             self._step()
+
+
+class StepCache:
+    """Built decode steps kept across requests, the least recently used dropped beyond ``max_entries``.
+
+    A step is reused for a request with the same model, batch size, RoPE regime, adapter state, dtype
+    and device whose prompt + new tokens fit the same capacity bucket (``bucket`` slots). Memory: each
+    entry holds its KV cache, batch x capacity x 2 x layers x kv_heads x head_dim x element size (on the
+    released model in bf16, 128 KiB per slot: ~4.3 GB at batch 64 x 512 slots, 67 MB at batch 1), plus
+    its graph's intermediates (logits: ~10 bytes x batch x vocab, 0.13 GB at batch 64). :meth:`clear`
+    frees them (call ``torch.cuda.empty_cache()`` after it to hand the memory back to the driver). Not
+    thread-safe: one request at a time (the server runs the model on one thread).
+    """
+
+    def __init__(self, max_entries: int = 3, bucket: int = CAPACITY_BUCKET) -> None:
+        if max_entries < 1 or bucket < 1:
+            raise ConfigError(f"StepCache needs max_entries >= 1 and bucket >= 1, got {max_entries=}, {bucket=}")
+        self.max_entries, self.bucket = max_entries, bucket
+        self._steps: OrderedDict[tuple, DecodeStep] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._steps)
+
+    def clear(self) -> None:
+        self._steps.clear()
+
+    def get(self, model: SpeechModel, batch: int, total: int, regime: Regime, use_graph: bool) -> DecodeStep:
+        """A step for ``batch`` rows of up to ``total`` tokens: a kept one, or a new one (kept)."""
+        decoder = model.decoder
+        weight = decoder.embed_tokens.weight
+        capacity = -(-total // self.bucket) * self.bucket
+        # id(model) cannot be recycled while a kept step holds the model; a captured graph bakes in the
+        # adapter's Python branch, so the LoRA state is part of the key
+        adapter = decoder.lora_state, all(m.enabled for m in decoder.modules() if isinstance(m, LoRALinear))
+        key = (id(model), batch, capacity, regime, adapter, weight.dtype, weight.device, use_graph)
+        step = self._steps.pop(key, None)
+        if step is None:
+            while len(self._steps) >= self.max_entries:
+                self._steps.popitem(last=False)  # free before allocating the new cache
+            cache = decoder.allocate_cache(batch, capacity)
+            mask = torch.ones(batch, capacity, dtype=torch.long, device=weight.device)
+            step = DecodeStep(model, cache, mask, regime, use_graph)
+        self._steps[key] = step
+        return step
 
 
 @torch.inference_mode()
@@ -88,10 +160,12 @@ def generate_fast(
     pad_id: int,
     detect_loops: bool = True,
     use_graph: bool | None = None,
+    steps: StepCache | None = None,
 ) -> list[Generation]:
     """Drop-in for :func:`~speechkit.inference.generate.generate` (same arguments, same results).
 
-    ``use_graph`` defaults to True on CUDA. Falls back to the plain path when generation would cross
+    ``use_graph`` defaults to True on CUDA. ``steps`` keeps built steps for later calls (without it,
+    each call builds and captures its own). Falls back to the plain path when generation would cross
     the RoPE regime threshold.
     """
     decoder = model.decoder
@@ -104,15 +178,16 @@ def generate_fast(
     use_graph = device.type == "cuda" if use_graph is None else use_graph
     padded = batch.padded
     regime = decoder.regime_for(prompt_len)
-    cache = decoder.allocate_cache(len(prompts), total)
-    step = DecodeStep(model, cache, mask, regime, use_graph)
+    if steps is None:
+        step = DecodeStep(model, decoder.allocate_cache(len(prompts), total), mask, regime, use_graph)
+    else:
+        step = steps.get(model, len(prompts), total, regime, use_graph)
+    cache = step.cache
 
     hidden = decoder(model.embed_inputs(ids[:, :prompt_len], audio), positions[:, :prompt_len], cache=cache,
                      attention_mask=mask[:, :prompt_len] if padded else None, regime=regime, prefill=True)  # fmt: skip
     logprob, token = torch.log_softmax(decoder.logits(hidden[:, -1]).float(), dim=-1).max(dim=-1)
-    step.token.copy_(token[:, None])
-    step.position.copy_(positions[:, prompt_len - 1 : prompt_len] + 1)
-    step.slot.fill_(prompt_len)
+    step.load(mask, token[:, None], positions[:, prompt_len - 1 : prompt_len] + 1, prompt_len)
     stops = torch.tensor(stop_ids, device=device, dtype=torch.long)
     rows = [Row(n, [], detect_loops) for n in max_new_tokens]
     pending_tokens, pending_logprobs = [token], [logprob]
