@@ -179,3 +179,14 @@ def test_health_metrics_page(client):
     assert "speechkit_active_streams 0" in text and "speechkit_finalization_delay_seconds_bucket" in text
     assert "AudioWorkletNode" in client.get("/").text
     assert "registerProcessor" in client.get("/worklet.js").text
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [(["--max-new-tokens", "0"], "max_new_tokens=0 must be >= 1"), (["--max-batch", "0"], "max_batch=0 must be >= 1")],
+)
+def test_serve_flag_errors(capsys, flags, message):
+    from speechkit.cli import main
+
+    assert main(["serve", *flags]) == 2  # before any model is loaded
+    assert capsys.readouterr().err == f"speechkit serve: error: {message}\n"

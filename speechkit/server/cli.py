@@ -19,12 +19,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--max-upload-mb", type=float, default=25.0)
     p.add_argument("--idle-timeout", type=float, default=30.0, help="seconds without a message that end a stream")
     p.add_argument("--max-batch", type=int, default=8, help="requests decoded together (dynamic batching)")
+    p.add_argument("--max-new-tokens", type=int, default=None,
+                   help="tokens per decode at most (default: scaled to the audio's duration)")  # fmt: skip
     add_model_options(p)
     add_stream_options(p)
     p.set_defaults(run=_run)
 
 
 def _run(args: argparse.Namespace) -> int:
+    from speechkit.inference.pipeline import DecodeOptions, Pipeline
+
     try:
         import uvicorn
 
@@ -34,13 +38,13 @@ def _run(args: argparse.Namespace) -> int:
     try:
         options = ServerOptions(args.api_key, args.max_streams, args.max_upload_mb, args.idle_timeout,
                                 args.max_batch, model_name=str(args.model), stream=stream_options(args))  # fmt: skip
+        decode = DecodeOptions(batch_size=args.max_batch, max_new_tokens=args.max_new_tokens)
     except ConfigError as err:
         print(f"speechkit serve: error: {err}", file=sys.stderr)
         return USAGE_ERROR
-    from speechkit.inference.pipeline import DecodeOptions, Pipeline
     from speechkit.streaming.step import PipelineStep
 
     pipeline = Pipeline.load(args.model, device=args.device, dtype=args.dtype)
-    step = PipelineStep(pipeline, DecodeOptions(batch_size=args.max_batch))
+    step = PipelineStep(pipeline, decode)
     uvicorn.run(create_app(step, options), host=args.host, port=args.port, log_level="info", ws="websockets")
     return 0
