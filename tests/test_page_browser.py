@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -103,8 +105,8 @@ def devtools(tmp_path):
            "--remote-debugging-port=0", f"--user-data-dir={profile}",
            "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
            f"--use-file-for-fake-audio-capture={wav}", "about:blank"]  # fmt: skip
-    with log.open("w") as out:
-        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT)
+    with log.open("w") as out:  # its own process group: Debian's launcher is a shell script that does not exec
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
     try:
         port_file = profile / "DevToolsActivePort"
         _wait_for("DevToolsActivePort", lambda: port_file.is_file() and port_file.read_text().count("\n"),
@@ -112,7 +114,7 @@ def devtools(tmp_path):
         port, path = port_file.read_text().split()[:2]
         yield f"ws://127.0.0.1:{port}{path}"
     finally:
-        proc.kill()
+        os.killpg(proc.pid, signal.SIGKILL)
         proc.wait(timeout=10)
 
 
