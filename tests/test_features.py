@@ -116,3 +116,20 @@ def test_too_short_and_bad_rate_errors():
         frontend([np.zeros(399, dtype=np.float32)])
     with pytest.raises(AudioError, match="16000 or 8000 Hz"):
         frontend([np.zeros(4000, dtype=np.float32)], sample_rates=22050)
+
+
+def test_padded_batch_equals_items_one_by_one() -> None:
+    # the training path featurises a padded batch at once; it must give each clip's own features
+    from speechkit.testing.audio import speechlike
+
+    frontend = LogMelFrontend("cpu")
+    waves = [speechlike(seconds, seed=i) for i, seconds in enumerate([0.3, 1.7, 6.2, 0.0251])]
+    lengths = torch.tensor([len(w) for w in waves])
+    padded = torch.zeros(len(waves), int(lengths.max()))
+    for i, wave in enumerate(waves):
+        padded[i, : len(wave)] = torch.from_numpy(wave)
+    one_by_one, batched = frontend(waves), frontend.padded(padded, lengths)
+    assert torch.equal(batched.lengths, one_by_one.lengths)
+    torch.testing.assert_close(batched.values, one_by_one.values, rtol=0, atol=1e-5)
+    with pytest.raises(AudioError, match="shorter than one 25 ms window"):
+        frontend.padded(padded, torch.tensor([399, 800, 800, 800]))

@@ -206,8 +206,7 @@ def with_features(batch: Batch, frontend: LogMelFrontend) -> Batch:
     """``batch`` with its waveforms (if it carries any) replaced by log-mel features from ``frontend``."""
     if batch.waves is None:
         return batch
-    waves = [batch.waves[i, :n] for i, n in enumerate(batch.wave_lengths.tolist())]
-    feats = frontend(waves, SAMPLE_RATE)
+    feats = frontend.padded(batch.waves, batch.wave_lengths)
     return dataclasses.replace(batch, features=feats.values.float(), feature_lengths=feats.lengths.long(),
                                waves=None, wave_lengths=None)  # fmt: skip
 

@@ -45,7 +45,9 @@ def build_optimizer(params: dict[str, nn.Parameter], stage: StageConfig, betas, 
     decay = [p for p in params.values() if p.ndim >= 2]
     plain = [p for p in params.values() if p.ndim < 2]
     groups = [{"params": decay, "weight_decay": stage.weight_decay}, {"params": plain, "weight_decay": 0.0}]
-    return torch.optim.AdamW(groups, lr=stage.lr, betas=tuple(betas), eps=eps, fused=False)
+    # one fused kernel on the GPU (a per-parameter loop cost 22 ms of a 120 ms demo step); CPU keeps the loop
+    fused = all(p.is_cuda for p in params.values())
+    return torch.optim.AdamW(groups, lr=stage.lr, betas=tuple(betas), eps=eps, fused=fused)
 
 
 def lr_at(stage: StageConfig, step: int, elapsed_s: float) -> float:
@@ -67,22 +69,25 @@ def lr_at(stage: StageConfig, step: int, elapsed_s: float) -> float:
 def spec_augment(features: torch.Tensor, lengths: torch.Tensor, cfg: SpecAugmentConfig, seed: int) -> torch.Tensor:
     """Zero random mel bands and time spans of (B, T, n_mels) features (values after the log).
 
-    Masks are drawn on the CPU from ``seed`` alone, so a batch gets the same masks on any device and
-    after a resume. Masked values are set to 0 before the encoder's global normalisation, the value
-    of padding frames.
+    Per utterance: ``freq_masks`` bands of up to ``freq_width`` channels and ``time_masks`` spans of up
+    to ``min(time_width, max_time_ratio x length)`` frames inside its valid frames. Widths and starts
+    are drawn on the CPU from ``seed`` alone, so a batch gets the same masks on any device and after a
+    resume. Masked values are set to 0 before the encoder's global normalisation, the value of padding
+    frames.
     """
     gen = torch.Generator().manual_seed(seed)
     batch, frames, mels = features.shape
-    keep = torch.ones(batch, frames, mels, dtype=torch.bool)
-    for b in range(batch):
-        for _ in range(cfg.freq_masks):
-            width = int(torch.randint(0, cfg.freq_width + 1, (1,), generator=gen))
-            start = int(torch.randint(0, max(1, mels - width), (1,), generator=gen))
-            keep[b, :, start : start + width] = False
-        length = int(lengths[b])
-        limit = min(cfg.time_width, int(cfg.max_time_ratio * length))
-        for _ in range(cfg.time_masks):
-            width = int(torch.randint(0, limit + 1, (1,), generator=gen))
-            start = int(torch.randint(0, max(1, length - width), (1,), generator=gen))
-            keep[b, start : start + width] = False
-    return features * keep.to(features.device)
+    lengths = lengths.cpu().long()
+
+    def spans(count: int, limit: torch.Tensor, extent: torch.Tensor, size: int) -> torch.Tensor:
+        # (B, size) bool: union of `count` spans per row, widths uniform in [0, limit], inside [0, extent)
+        width = (torch.rand(batch, count, generator=gen) * (limit[:, None] + 1)).long()
+        start = (torch.rand(batch, count, generator=gen) * (extent[:, None] - width).clamp_min(1)).long()
+        pos = torch.arange(size)
+        return ((pos >= start[..., None]) & (pos < (start + width)[..., None])).any(dim=1)
+
+    freq = spans(cfg.freq_masks, torch.full((batch,), cfg.freq_width), torch.full((batch,), mels), mels)
+    limit = torch.minimum(torch.full((batch,), cfg.time_width), (cfg.max_time_ratio * lengths).long())
+    time = spans(cfg.time_masks, limit, lengths, frames)
+    keep = ~(freq[:, None, :] | time[:, :, None])
+    return features * keep.to(features.device, non_blocking=True)
