@@ -33,8 +33,10 @@ def speechlike(duration_s: float, seed: int, sample_rate: int = SAMPLE_RATE) -> 
 
     Bursts last 0.12-0.30 s with 0.03-0.25 s gaps (about 4 syllables/s, like speech), pitch
     90-250 Hz, harmonics up to 4 kHz falling off as 1/k, plus a faint noise floor. Peak 0.5.
-    Not speech to a recogniser, but it has speech's spectral shape and on/off rhythm, which is
-    what feature, VAD and padding tests need.
+    Not speech to a recogniser, but it has speech's spectral tilt and on/off rhythm, which is
+    what feature and padding tests need. Not for speech-detector tests: its spectral envelope never
+    moves (nothing is articulated), so the default detector rejects it as music; use
+    :func:`speechkit.testing.corpora.talk` (espeak-ng) or the jfk clip there.
     """
     rng = np.random.default_rng(seed)
     n = round(duration_s * sample_rate)

@@ -8,6 +8,7 @@ pitch per row, so the layouts stay testable anywhere.
 
 from __future__ import annotations
 
+import functools
 import io
 import json
 import shutil
@@ -35,12 +36,56 @@ def has_speech_synthesis() -> bool:
 
 def clip(index: int, text: str, lang: str, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
     """Row ``index``'s audio: ``text`` spoken by espeak-ng in ``lang`` (``de``, ``de_de``...), else a tone."""
-    voice = _VOICES.get(lang[:2].lower(), "en-us")
     if not text.strip() or not has_speech_synthesis():
         return sine(CLIP_S, 220.0 + 40.0 * index, sample_rate)
+    return speak(text, _VOICES.get(lang[:2].lower(), "en-us"), sample_rate)
+
+
+def speak(text: str, voice: str, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
+    """``text`` spoken by espeak-ng's ``voice`` (``de``, ``en-us+f3``, ``fr+klatt``...), peak about 0.5-0.9.
+
+    Needs espeak-ng (see :func:`has_speech_synthesis`); an unknown voice raises CalledProcessError.
+    """
     wav = subprocess.run(["espeak-ng", "-v", voice, "--stdout", text], capture_output=True, check=True).stdout
     samples, rate = sf.read(io.BytesIO(wav), dtype="float32")
     return (0.9 * soxr.resample(samples, rate, sample_rate)).astype(np.float32)
+
+
+# Sentences for ``talk``: plain English, so that espeak-ng's timing is stable across its versions.
+_TALK = (
+    "The meeting starts at nine with a short review of last week.",
+    "Then every team reports on its progress and its open questions.",
+    "We still need a date for the next release and a plan for testing.",
+    "Please send your notes to the group before the end of the day.",
+    "The new office will open in spring, close to the central station.",
+    "Lunch is served at noon in the main hall on the ground floor.",
+    "After the break we look at the budget for the coming year.",
+    "Thank you all for coming, and see you again next week.",
+)
+
+
+@functools.cache
+def _sentence(index: int) -> np.ndarray:
+    return speak(_TALK[index % len(_TALK)], "en-us")
+
+
+def talk(duration_s: float, seed: int = 0) -> np.ndarray:
+    """``duration_s`` seconds of continuous espeak-ng speech at ``SAMPLE_RATE``: English sentences
+    from sentence ``seed`` on, joined with their own short pauses (under 0.3 s) and cut at the end.
+
+    For tests of the speech detector, which (rightly) ignores ``speechlike``; the speech starts
+    within 20 ms of the first sample. Needs espeak-ng (see :func:`has_speech_synthesis`).
+    """
+    n = round(duration_s * SAMPLE_RATE)
+    parts, total, index = [], 0, seed
+    while total < n:
+        x = _sentence(index)
+        above = np.flatnonzero(np.abs(x) > 0.01)
+        x = x[above[0] : above[-1] + 1 + round(0.2 * SAMPLE_RATE)]  # own lead-in dropped, 0.2 s pause kept
+        parts.append(x)
+        total += len(x)
+        index += 1
+    return np.concatenate(parts)[:n].astype(np.float32)
 
 
 def _wav_bytes(index: int, text: str, lang: str) -> tuple[bytes, int]:
