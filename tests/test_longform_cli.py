@@ -16,13 +16,21 @@ from speechkit.audio import SAMPLE_RATE
 from speechkit.cli import main
 from speechkit.inference.pipeline import Pipeline, Result
 from speechkit.model.decoder import Decoder
-from speechkit.testing.audio import speechlike, write_audio
+from speechkit.testing.audio import write_audio
+from speechkit.testing.corpora import has_speech_synthesis, talk
 
 SCHEMA = json.loads(files("speechkit.schemas").joinpath("result-v2.json").read_text())
 
 
 def silence(seconds: float) -> np.ndarray:
     return np.zeros(round(seconds * SAMPLE_RATE), np.float32)
+
+
+def _speech(seconds: float, seed: int) -> np.ndarray:
+    """espeak-ng speech filling ``seconds`` (the speech detector must take it for speech)."""
+    if not has_speech_synthesis():
+        pytest.skip("espeak-ng is not installed")
+    return talk(seconds, seed)
 
 
 @pytest.fixture(scope="module")
@@ -32,7 +40,7 @@ def twins(tmp_path_factory):
     paths = []
     for seed, folder in ((1, "a"), (2, "b")):
         (root / folder).mkdir()
-        x = np.concatenate([silence(1), speechlike(4, seed), silence(3), speechlike(4, seed + 10), silence(2)])
+        x = np.concatenate([silence(1), _speech(4, seed), silence(3), _speech(4, seed + 10), silence(2)])
         paths.append(str(write_audio(root / folder / "talk.flac", x)))
     return paths
 
@@ -104,7 +112,7 @@ def test_txt_to_stdout_and_progress_with_rtfx_on_a_terminal(tiny_checkpoint, twi
 
 
 def test_summarize_in_parts_loads_unmerged_and_joins_with_lora_off(tiny_checkpoint, tmp_path, capsys, monkeypatch):
-    x = np.concatenate([speechlike(18, 4), silence(2), speechlike(18, 5), silence(2), speechlike(18, 6), silence(2)])
+    x = np.concatenate([_speech(18, 4), silence(2), _speech(18, 5), silence(2), _speech(18, 6), silence(2)])
     path = str(write_audio(tmp_path / "minute.flac", x))
     switches, modes = [], []
     real_switch, real_load = Decoder.set_lora_enabled, Pipeline.load.__func__

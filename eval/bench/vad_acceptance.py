@@ -1,8 +1,15 @@
 """Long-form acceptance for speech segmentation: coverage, false alarms and edge error per detector.
 
-Builds a test file of real speech (the jfk clip), espeak-ng sentences in several languages, long
-silences, a sustained chord and a percussive music-like track, keeps the true speech intervals,
-runs every detector with ``pad_s=0`` (edges are measured before padding) and prints per detector:
+Two ~10 minute test files, so that no detector is tuned to one of them:
+
+- ``a``: real speech (the jfk clip), espeak-ng sentences in six languages, long silences, a held chord
+  with a slow tremolo and a 120 bpm drum pattern (the file of issue 5's acceptance);
+- ``b``: the jfk clip and eight other espeak-ng sentences in other voices (female, Klatt), each at its
+  own level (-9 to 0 dB), other silences, piano-like struck chords, a hummed melody, white-noise
+  bursts, a 95 bpm drum pattern and a chord with a 4 Hz (syllable-rate) tremolo, over a -60 dBFS
+  noise floor.
+
+Every detector runs with ``pad_s=0`` (edges are measured before padding); printed per detector:
 
 - covered: true speech regions overlapped by at least one segment, of all regions;
 - fa_s: segment seconds outside every true region (includes edge overshoot of real detections);
@@ -10,9 +17,10 @@ runs every detector with ``pad_s=0`` (edges are measured before padding) and pri
 - max_edge_s: the largest |first segment start - true start| or |last segment end - true end| over
   the true regions (target <= 0.1 s).
 
-True intervals: each speech clip's bounds trimmed to where |x| exceeds ``EDGE_THRESHOLD``.
+True intervals: each speech clip's bounds trimmed to where |x| exceeds ``EDGE_THRESHOLD``, measured
+on the clip at its own level (before file b's gains), so the truth does not move with loudness.
 
-    python eval/bench/vad_acceptance.py [--short]   # ~10 min file; --short: ~2 min (the CI test's)
+    python eval/bench/vad_acceptance.py [--file a|b] [--short]   # --short: ~2 min versions (the CI test's)
 """
 
 from __future__ import annotations
@@ -28,8 +36,9 @@ import numpy as np
 
 from speechkit.audio import SAMPLE_RATE, load_audio
 from speechkit.audio.vad import VAD_METHODS, SpeechSegment, VadOptions, detect_speech_samples
-from speechkit.testing.audio import jfk_path, sine
-from speechkit.testing.corpora import clip
+from speechkit.testing.audio import jfk_path
+from speechkit.testing.corpora import clip, speak
+from speechkit.testing.music import chord, drums, hum, noise_bursts, piano_chords
 
 EDGE_THRESHOLD = 0.05  # |x| above this is speech when trimming clips (above jfk's noise floor peaks)
 
@@ -44,38 +53,23 @@ SENTENCES = (
     ("de", "Im Winter ist es hier oft kalt und sehr windig."),
 )
 
+# File b: other sentences, spoken by espeak-ng voice variants (language+variant).
+SENTENCES_B = (
+    ("en-gb+f4", "The library stays open late on Thursdays during the exam season."),
+    ("de+m2", "Meine Schwester wohnt seit zwei Jahren in einer kleinen Wohnung in Hamburg."),
+    ("es+f1", "Si llueve mañana, dejaremos la excursión para la próxima semana."),
+    ("fr+m4", "Il faut arroser les tomates tous les soirs quand il fait chaud."),
+    ("en-us+klatt2", "Turn left at the second traffic light and park behind the bakery."),
+    ("it+m3", "Ho dimenticato le chiavi della macchina sul tavolo della cucina."),
+    ("pt+f5", "O comboio das oito chega sempre atrasado à estação."),
+    ("nl+f2", "We hebben gisteren de hele middag in de tuin gewerkt."),
+)
+
 
 @dataclass(frozen=True)
 class TestFile:
     samples: np.ndarray  # (N,) float32 at SAMPLE_RATE
     speech: list[tuple[float, float]]  # true speech intervals in seconds, sorted
-
-
-def chord(duration_s: float) -> np.ndarray:
-    """A held A minor chord on an organ-like tone (three notes, six harmonics) with a slow tremolo."""
-    notes = (220.0, 261.63, 329.63)
-    x = sum(sine(duration_s, f * k, amplitude=0.12 / k) for f in notes for k in range(1, 7))
-    t = np.arange(len(x)) / SAMPLE_RATE
-    return (x * (1 + 0.15 * np.sin(2 * np.pi * 0.5 * t))).astype(np.float32)
-
-
-def percussion(duration_s: float, seed: int = 0) -> np.ndarray:
-    """A 120 bpm drum pattern: kick (falling 110->50 Hz sine) on beats, snare (noise) on 2 and 4, hi-hat on eighths."""
-    rng = np.random.default_rng(seed)
-    out = np.zeros(round(duration_s * SAMPLE_RATE))
-    beat = SAMPLE_RATE // 2
-    t = np.arange(beat) / SAMPLE_RATE
-    kick = 0.6 * np.sin(2 * np.pi * np.cumsum(50 + 60 * np.exp(-t * 30)) / SAMPLE_RATE) * np.exp(-t * 12)
-    for i, start in enumerate(range(0, len(out), beat // 2)):
-        n = min(beat, len(out) - start)
-        hat = rng.standard_normal(n) * np.exp(-np.arange(n) / 150)
-        hat = np.diff(hat, prepend=0.0)  # high-passed: a hi-hat's hiss
-        out[start : start + n] += 0.08 * hat
-        if i % 2 == 0:
-            out[start : start + n] += kick[:n]
-        if i % 4 == 2:
-            out[start : start + n] += 0.3 * rng.standard_normal(n) * np.exp(-np.arange(n) / 1200)
-    return np.clip(out, -1, 1).astype(np.float32)
 
 
 def _silence(seconds: float) -> np.ndarray:
@@ -87,28 +81,69 @@ def _trimmed(x: np.ndarray) -> tuple[int, int]:
     return int(above[0]), int(above[-1]) + 1
 
 
-def build(short: bool = False) -> TestFile:
-    """The test file: ~10 min, or ~2 min with ``short`` (jfk, three sentences, shorter music and silences)."""
-    jfk = load_audio(jfk_path()).samples
-    speech = [jfk] + [clip(i, text, lang) for i, (lang, text) in enumerate(SENTENCES[: 3 if short else None])]
-    k = 0.25 if short else 1.0  # scales silences and music
-    gaps = [30, 8, 60, 4, 45, 12, 20, 3, 50]  # seconds of silence after each speech clip, cycled
-    music = {1: ("chord", 90), 3: ("percussion", 90), 5: ("chord", 40), 7: ("percussion", 40)}
-    parts = [_silence(10 * k)]
-    truth = []
+def _assemble(
+    clips: list[np.ndarray],
+    gaps_s: list[float],
+    music: dict[int, np.ndarray],
+    lead_s: float,
+    after_music_s: float,
+    gains: np.ndarray | None = None,
+) -> TestFile:
+    """lead silence, then per clip: the clip (times its gain), its gap, and music[i] plus a silence if any."""
+    parts, truth = [_silence(lead_s)], []
     offset = len(parts[0])
-    for i, x in enumerate(speech):
+    for i, x in enumerate(clips):
         a, b = _trimmed(x)
         truth.append(((offset + a) / SAMPLE_RATE, (offset + b) / SAMPLE_RATE))
-        pieces = [x, _silence(max(3.0, gaps[i % len(gaps)] * k))]
-        if i in music or (short and i == 2):
-            kind, seconds = music.get(i, ("percussion", 90))
-            signal = chord if kind == "chord" else percussion
-            pieces += [signal(seconds * k), _silence(max(3.0, 15 * k))]
+        pieces = [x if gains is None else (x * gains[i]).astype(np.float32), _silence(gaps_s[i % len(gaps_s)])]
+        if i in music:
+            pieces += [music[i], _silence(after_music_s)]
         for p in pieces:
             parts.append(p)
             offset += len(p)
     return TestFile(np.concatenate(parts), truth)
+
+
+def build(short: bool = False) -> TestFile:
+    """File a: ~10 min, or ~2 min with ``short`` (jfk, three sentences, shorter music and silences)."""
+    jfk = load_audio(jfk_path()).samples
+    speech = [jfk] + [clip(i, text, lang) for i, (lang, text) in enumerate(SENTENCES[: 3 if short else None])]
+    k = 0.25 if short else 1.0  # scales silences and music
+    gaps = [max(3.0, g * k) for g in (30, 8, 60, 4, 45, 12, 20, 3, 50)]  # after each speech clip, cycled
+    kinds = {1: ("chord", 90), 3: ("percussion", 90), 5: ("chord", 40), 7: ("percussion", 40)}
+    if short:
+        kinds[2] = ("percussion", 90)
+    music = {
+        i: chord(seconds * k) if kind == "chord" else drums(seconds * k)
+        for i, (kind, seconds) in kinds.items() if i < len(speech)
+    }  # fmt: skip
+    return _assemble(speech, gaps, music, 10 * k, max(3.0, 15 * k))
+
+
+def build_b(short: bool = False) -> TestFile:
+    """File b: ~10 min, or ~2 min with ``short`` (jfk, three sentences, hum, piano and noise bursts)."""
+    jfk = load_audio(jfk_path()).samples
+    speech = [jfk] + [speak(text, voice) for voice, text in SENTENCES_B[: 3 if short else None]]
+    k = 0.25 if short else 1.0
+    gaps = [max(3.0, g * k) for g in (20, 5, 40, 6, 35, 15, 25, 4, 30)]
+    c_major = (261.63, 329.63, 392.0)
+    music = {
+        0: piano_chords(80 * k, seed=11),
+        2: hum(60 * k, seed=12),
+        3: noise_bursts(50 * k, seed=13),
+        4: drums(40 * k, seed=14, bpm=95),
+        6: chord(45 * k, c_major, tremolo_hz=4.0, tremolo_depth=0.6),
+        8: hum(30 * k, seed=15),
+    }
+    music = {i: x for i, x in music.items() if i < len(speech)}
+    rng = np.random.default_rng(5)
+    gains = 10 ** (rng.uniform(-9, 0, len(speech)) / 20)
+    test = _assemble(speech, gaps, music, 7 * k, max(3.0, 10 * k), gains)
+    floor = 0.001 * rng.standard_normal(len(test.samples))  # -60 dBFS
+    return TestFile((test.samples + floor).astype(np.float32), test.speech)
+
+
+BUILDERS = {"a": build, "b": build_b}
 
 
 @dataclass(frozen=True)
@@ -144,23 +179,25 @@ def available_methods() -> list[str]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--short", action="store_true", help="the ~2 min version the CI test uses")
+    parser.add_argument("--file", choices=sorted(BUILDERS), action="append", help="test file(s) (default: both)")
+    parser.add_argument("--short", action="store_true", help="the ~2 min versions the CI test uses")
     args = parser.parse_args()
-    test = build(args.short)
-    duration = len(test.samples) / SAMPLE_RATE
-    speech_s = sum(b - a for a, b in test.speech)
-    print(f"file: {duration:.1f} s, {len(test.speech)} speech regions ({speech_s:.1f} s)")
     print(f"machine: {platform.machine()}, {os.cpu_count()} CPUs")
-    print(f"{'detector':<22}{'covered':>9}{'fa_s':>8}{'spurious':>10}{'spur_s':>8}{'max_edge_s':>12}{'time_s':>8}")
-    for method in available_methods():
-        t0 = time.perf_counter()
-        segments = detect_speech_samples(test.samples, VadOptions(method=method, pad_s=0))
-        seconds = time.perf_counter() - t0
-        s = score(segments, test.speech)
-        print(
-            f"{method:<22}{f'{s.covered}/{s.regions}':>9}{s.fa_s:>8.2f}{s.spurious:>10}{s.spurious_s:>8.2f}"
-            f"{s.max_edge_s:>12.3f}{seconds:>8.1f}"
-        )
+    for name in args.file or sorted(BUILDERS):
+        test = BUILDERS[name](args.short)
+        duration = len(test.samples) / SAMPLE_RATE
+        speech_s = sum(b - a for a, b in test.speech)
+        print(f"\nfile {name}: {duration:.1f} s, {len(test.speech)} speech regions ({speech_s:.1f} s)")
+        print(f"{'detector':<22}{'covered':>9}{'fa_s':>8}{'spurious':>10}{'spur_s':>8}{'max_edge_s':>12}{'cpu_s':>8}")
+        for method in available_methods():
+            t0 = time.process_time()
+            segments = detect_speech_samples(test.samples, VadOptions(method=method, pad_s=0))
+            seconds = time.process_time() - t0
+            s = score(segments, test.speech)
+            print(
+                f"{method:<22}{f'{s.covered}/{s.regions}':>9}{s.fa_s:>8.2f}{s.spurious:>10}{s.spurious_s:>8.2f}"
+                f"{s.max_edge_s:>12.3f}{seconds:>8.1f}"
+            )
 
 
 if __name__ == "__main__":

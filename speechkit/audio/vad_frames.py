@@ -1,22 +1,27 @@
-"""Frame-level speech scores for :mod:`speechkit.audio.vad`: detectors run chunk by chunk on a stream.
+"""Frame-level speech scores for :mod:`speechkit.audio.vad`: detectors and features run chunk by chunk on a stream.
 
 Everything is put on one 10 ms grid (``FRAME_S``): frame ``i`` covers ``[i * FRAME_S, (i + 1) * FRAME_S)``
-seconds. Per frame we keep only a few numbers (a decision, the frame's energy, its spectral flux), about
-9 bytes, so two hours of audio cost ~6 MB here while its waveform would cost 460 MB.
+seconds. Per frame we keep only a few numbers (a decision, the frame's energy and, for the music
+filter, three voice features), 11 bytes, so two hours of audio cost ~8 MB here while its waveform
+would cost 460 MB.
 
-Why a second line of defence: webrtcvad is at heart an energy and spectral-shape detector. On our
-measurements at aggressiveness 3 it flags 100 % of a sustained synthetic chord, 97 % of stationary
-white noise and 76 % of a drum-like click track. The music filter keeps a flagged frame only when the
-flagged frames around it (``music_window_s``) look like speech: their energy rises and falls by
-syllables (90th minus 10th percentile of frame energy at least ``min_energy_spread_db``; speech
-measures 4-30 dB, a held chord at most ~3 dB, a noise floor ~1 dB) and their spectrum does not jump
-as sharply as percussion does (mean spectral flux at most ``max_flux_db``; speech measures ~3 dB, a
-click track ~9 dB). Only flagged frames enter the statistics so that a chord starting after silence
-is not passed by the silence-to-chord step.
+The voice features, on a 32 ms window centred on the frame (``_WINDOW_N`` samples):
+
+- periodicity: the normalised correlation of the window with itself shifted by one pitch period,
+  maximised over periods of 2-16.7 ms (a pitch of 60-500 Hz, the speaking voice), with the period
+  kept as ``pitch_lag``. A tone above the voice's range (a whistle, a siren, a pure tone) is as periodic
+  at a shorter lag than any in that range; such frames get periodicity 0, so no sinusoid passes as a
+  voice one octave down.
+- shape change: how much the spectral envelope moved in the last 50 ms, in dB averaged over 16
+  mel-spaced bands (100-4000 Hz, where formants lie). Each band spectrum is floored 30 dB below its
+  strongest band and has its mean removed, so loudness changes (tremolo, a struck note's decay) and
+  empty bands do not count: only the shape of the spectrum does, which in speech moves with every
+  articulation and in a held or decaying chord, a hum or a drone does not.
 """
 
 from __future__ import annotations
 
+import hashlib
 import importlib
 from dataclasses import dataclass
 from types import ModuleType
@@ -32,20 +37,25 @@ FRAME_S = 1 / FRAMES_PER_S
 
 FRAME_N = round(FRAME_S * SAMPLE_RATE)  # samples per frame (160)
 
-# Spectral flux uses a 2-frame (20 ms) Hann window for 50 Hz bins, pooled into log-spaced bands over
-# the range that carries speech formants; finer bands would mostly measure harmonic jitter.
-_FLUX_WINDOW = np.hanning(2 * FRAME_N).astype(np.float32)
-_FLUX_BANDS = 8
-_FLUX_LO_HZ, _FLUX_HI_HZ = 150.0, 4000.0
-
 # Floor for frame energies (dB re full scale): digital silence would otherwise be -inf.
 ENERGY_FLOOR_DB = -100.0
 
-# Percentiles of the music filter's energy spread, and frames sorted at once (8192 x 101 float32: 3 MB).
-_SPREAD_LO, _SPREAD_HI = 0.1, 0.9
-_SPREAD_BLOCK = 8192
-_SPREAD_RANGE_DB = 30.0
-_FILTER_BLOCK = 60_000  # frames (10 minutes) the music filter handles at once
+SHAPE_LAG = 5
+"""Frames (50 ms) between the two spectra that ``shape_change_db`` compares."""
+
+# The voice features' window: 32 ms centred on the frame.
+_WINDOW_N = 512
+_WINDOW_LEAD = (_WINDOW_N - FRAME_N) // 2  # window samples before the frame's first sample (176)
+_PITCH_LAGS = (SAMPLE_RATE // 500, SAMPLE_RATE // 60)  # pitch periods in samples: 500 Hz down to 60 Hz
+# FFT size of the autocorrelation: an M-point FFT of the zero-padded window gives r[L] + r[M - L], which
+# is the linear r[L] for L <= M - _WINDOW_N; 800 covers the longest period (+1) and is fast (2^5 * 5^2).
+_CORR_FFT_N = 800
+assert _CORR_FFT_N - _WINDOW_N > _PITCH_LAGS[1]
+_SHORT_LAGS = (SAMPLE_RATE // 2000, SAMPLE_RATE // 500)  # periods of tones above the voice (2000-500 Hz)
+_TIE = 0.01  # periodicities closer than this are a tie
+_BANDS, _BAND_LO_HZ, _BAND_HI_HZ = 16, 100.0, 4000.0
+_SHAPE_RANGE_DB = 30.0  # band energies are floored this far below the frame's strongest band
+_FEATURE_BLOCK = 1000  # frames (10 s) whose FFTs are taken at once: ~25 MB of scratch
 
 # Silero's model takes 512-sample chunks at 16 kHz and ends speech below threshold - 0.15
 # (the hysteresis of its own get_speech_timestamps).
@@ -55,81 +65,188 @@ SILERO_HYSTERESIS = 0.15
 
 @dataclass(frozen=True, eq=False)
 class FrameScores:
-    """Per-frame results for one stream, on the ``FRAME_S`` grid."""
+    """Per-frame results for one stream, on the ``FRAME_S`` grid (F frames)."""
 
     speech: np.ndarray  # (F,) bool: the detector's decision, before the music filter
     energy_db: np.ndarray  # (F,) float32: mean power of the frame in dB re full scale
-    flux_db: np.ndarray  # (F,) float32: mean absolute change of band log-energies from the previous frame
+    periodicity: np.ndarray  # (F,) float16 in [-1, 1]: voice-range periodicity (module docstring); 0 if not scored
+    pitch_lag: np.ndarray  # (F,) uint16: the pitch period in samples at SAMPLE_RATE; 0 if not scored
+    shape_change_db: np.ndarray  # (F,) float16: spectral-shape change over the last SHAPE_LAG frames
     duration: float  # seconds of audio seen, including a last partial frame
+
+
+class FeatureCache:
+    """Voice features of frame windows scored before, looked up by the window's samples.
+
+    For a caller that re-scores a buffer that mostly holds audio it scored last time (the streaming
+    detector re-runs over the open segment every second): each window's features are computed once.
+    Features depend on the window alone, so a hit is exact. After each stream (``FrameScorer.finish``)
+    only the windows that stream used are kept, so the cache holds about one buffer's worth.
+    """
+
+    def __init__(self) -> None:
+        self._entries: dict[bytes, tuple[float, int, np.ndarray]] = {}
+        self._used: dict[bytes, tuple[float, int, np.ndarray]] = {}
+
+    def features(self, windows: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(periodicity, pitch_lag, shapes) of (k, _WINDOW_N) windows, computing only the unseen ones."""
+        keys = [hashlib.blake2b(w.tobytes(), digest_size=16).digest() for w in windows]
+        new = [i for i, key in enumerate(keys) if key not in self._entries and key not in self._used]
+        if new:
+            x = windows[new].astype(np.float64)
+            for i, p, lag, shape in zip(new, *_periodicity(x), _spectral_shape(x), strict=True):
+                self._used[keys[i]] = (p, lag, shape)
+        found = [self._used.get(key) or self._entries[key] for key in keys]
+        self._used.update(zip(keys, found, strict=True))
+        if not found:
+            return np.zeros(0), np.zeros(0, np.int64), np.zeros((0, _BANDS), np.float32)
+        periodicity, lag, shapes = zip(*found, strict=True)
+        return np.array(periodicity), np.array(lag), np.stack(shapes)
+
+    def end_stream(self) -> None:
+        self._entries, self._used = self._used, {}
 
 
 class FrameScorer:
     """Feeds a stream of 16 kHz float32 chunks through a detector; ``finish()`` returns FrameScores.
 
     ``method`` is ``"webrtc"`` (aggressiveness 0-3, decisions every ``frame_ms`` of 10/20/30 ms) or
-    ``"silero"`` (probability per 32 ms, threshold with hysteresis). Chunks may have any length.
+    ``"silero"`` (probability per 32 ms, threshold with hysteresis). Chunks may have any length. With
+    ``voice_features`` (webrtc only: the music filter's input) the voice features are computed for
+    the frames webrtcvad flags, which are the only ones the filter looks at; elsewhere they stay 0.
+    A ``cache`` shared by successive streams skips windows they have in common.
     """
 
-    def __init__(self, method: str, aggressiveness: int, frame_ms: int, silero_threshold: float) -> None:
-        self._detector = _WebrtcDetector(aggressiveness, frame_ms) if method == "webrtc" else _SileroDetector(
-            silero_threshold
+    def __init__(
+        self,
+        method: str,
+        aggressiveness: int,
+        frame_ms: int,
+        silero_threshold: float,
+        voice_features: bool = False,
+        cache: FeatureCache | None = None,
+    ) -> None:
+        if voice_features and method != "webrtc":
+            raise ValueError(f"voice features are scored on webrtcvad's decisions, not {method}'s")
+        self._cache = cache
+        self._detector = (
+            _WebrtcDetector(aggressiveness, frame_ms) if method == "webrtc" else _SileroDetector(silero_threshold)
         )
-        self._pending = np.zeros(0, dtype=np.float32)  # samples not yet in a whole frame
-        self._previous = np.zeros(FRAME_N, dtype=np.float32)  # last frame, for the 20 ms flux window
-        self._previous_bands: np.ndarray | None = None
-        self._energy: list[np.ndarray] = []
-        self._flux: list[np.ndarray] = []
+        self._features = voice_features
+        # Samples from the first unscored frame's window start on; the stream starts with zeros.
+        self._buffer = np.zeros(_WINDOW_LEAD, dtype=np.float32)
+        # The last SHAPE_LAG frames' spectral shapes, and whether each was computed.
+        self._last_shapes = np.zeros((SHAPE_LAG, _BANDS), dtype=np.float32)
+        self._last_scored = np.zeros(SHAPE_LAG, dtype=bool)
+        self._blocks: list[tuple[np.ndarray, ...]] = []
+        self._scored = 0  # frames scored so far
         self._samples = 0
 
     def feed(self, samples: np.ndarray) -> None:
         """Add the next (N,) float32 samples at ``SAMPLE_RATE``."""
         self._samples += len(samples)
         self._detector.feed(samples)
-        buf = np.concatenate([self._pending, samples])
-        whole = len(buf) // FRAME_N * FRAME_N
-        self._pending = buf[whole:]
-        if whole:
-            self._add_frames(buf[:whole].reshape(-1, FRAME_N))
+        self._buffer = np.concatenate([self._buffer, samples.astype(np.float32, copy=False)])
+        # With features, a frame waits for its detector decision too.
+        self._score_ready_frames(self._detector.decided_frames() if self._features else None)
 
     def finish(self) -> FrameScores:
         """Flush the stream (a last partial frame counts, zero-padded) and return the scores."""
-        if len(self._pending):
-            last = np.zeros(FRAME_N, dtype=np.float32)
-            last[: len(self._pending)] = self._pending
-            self._add_frames(last[None])
-        n = sum(len(e) for e in self._energy)
-        return FrameScores(
-            speech=self._detector.finish(n),
-            energy_db=np.concatenate(self._energy) if self._energy else np.zeros(0, np.float32),
-            flux_db=np.concatenate(self._flux) if self._flux else np.zeros(0, np.float32),
-            duration=self._samples / SAMPLE_RATE,
+        frames = -(-self._samples // FRAME_N)
+        self._buffer = np.concatenate([self._buffer, np.zeros(_WINDOW_N, dtype=np.float32)])
+        self._score_ready_frames(frames)
+        columns = (
+            [np.concatenate(c) for c in zip(*self._blocks, strict=True)]
+            if self._blocks
+            else [np.zeros(0, t) for t in (np.float32, np.float16, np.uint16, np.float16)]
         )
+        if self._cache is not None:
+            self._cache.end_stream()
+        return FrameScores(self._detector.finish(frames), *columns, duration=self._samples / SAMPLE_RATE)
 
-    def _add_frames(self, frames: np.ndarray) -> None:
-        power = np.mean(frames.astype(np.float64) ** 2, axis=1)
-        self._energy.append(np.maximum(10 * np.log10(power + 1e-20), ENERGY_FLOOR_DB).astype(np.float32))
-        windows = np.concatenate([np.vstack([self._previous[None], frames[:-1]]), frames], axis=1)
-        self._previous = frames[-1].copy()
-        bands = _band_log_energies(windows)
-        before = bands[:1] if self._previous_bands is None else self._previous_bands
-        self._flux.append(np.abs(np.diff(np.vstack([before, bands]), axis=0)).mean(axis=1).astype(np.float32))
-        self._previous_bands = bands[-1:]
+    def _score_ready_frames(self, limit: int | None) -> None:
+        """Score every frame whose whole window is in the buffer (up to frame ``limit``), then drop its samples."""
+        ready = max(0, (len(self._buffer) - _WINDOW_N) // FRAME_N + 1)
+        ready = ready if limit is None else min(ready, limit - self._scored)
+        if ready <= 0:
+            return
+        windows = np.lib.stride_tricks.sliding_window_view(self._buffer, _WINDOW_N)[::FRAME_N]
+        for start in range(0, ready, _FEATURE_BLOCK):
+            stop = min(ready, start + _FEATURE_BLOCK)
+            self._blocks.append(self._score(windows[start:stop]))
+            self._scored += stop - start
+        self._buffer = self._buffer[ready * FRAME_N :]
+
+    def _score(self, windows: np.ndarray) -> tuple[np.ndarray, ...]:
+        """(energy_db, periodicity, pitch_lag, shape_change_db) of the next (k, _WINDOW_N) frame windows."""
+        k = len(windows)
+        frame = windows[:, _WINDOW_LEAD : _WINDOW_LEAD + FRAME_N].astype(np.float64)
+        energy = np.maximum(10 * np.log10(np.mean(frame**2, axis=1) + 1e-20), ENERGY_FLOOR_DB).astype(np.float32)
+        periodicity, lag = np.zeros(k, np.float16), np.zeros(k, np.uint16)
+        shapes, scored = np.zeros((k, _BANDS), np.float32), np.zeros(k, dtype=bool)
+        if self._features:
+            scored = self._detector.flags(self._scored, self._scored + k)
+            if self._cache is not None:
+                periodicity[scored], lag[scored], shapes[scored] = self._cache.features(windows[scored])
+            else:
+                x = windows[scored].astype(np.float64)
+                periodicity[scored], lag[scored] = _periodicity(x)
+                shapes[scored] = _spectral_shape(x)
+        shapes = np.concatenate([self._last_shapes, shapes])
+        scored = np.concatenate([self._last_scored, scored])
+        change = np.abs(shapes[SHAPE_LAG:] - shapes[:-SHAPE_LAG]).mean(axis=1)
+        change = np.where(scored[SHAPE_LAG:] & scored[:-SHAPE_LAG], change, 0.0)
+        self._last_shapes, self._last_scored = shapes[-SHAPE_LAG:], scored[-SHAPE_LAG:]
+        return energy, periodicity, lag, change.astype(np.float16)
 
 
-def _band_log_energies(windows: np.ndarray) -> np.ndarray:
-    spectrum = np.abs(np.fft.rfft(windows * _FLUX_WINDOW, axis=1)) ** 2
-    return 10 * np.log10(spectrum @ _FLUX_BAND_MATRIX + 1e-10)
+def _periodicity(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Voice-range periodicity and pitch lag of (k, _WINDOW_N) windows (see the module docstring).
+
+    For lag L the normalised correlation is sum x[n] x[n + L] / sqrt(sum x[:N-L]^2 * sum x[L:]^2),
+    the exact cosine between the window and its shifted self; its numerator for every lag is one
+    inverse FFT of the power spectrum, its denominator two cumulative sums. Only local maxima count.
+    """
+    spectrum = np.fft.rfft(x, _CORR_FFT_N, axis=1)
+    corr = np.fft.irfft(spectrum.real**2 + spectrum.imag**2, _CORR_FFT_N, axis=1)
+    energy = np.concatenate([np.zeros((len(x), 1)), np.cumsum(x**2, axis=1)], axis=1)
+
+    def best_peak(lo: int, hi: int) -> tuple[np.ndarray, np.ndarray]:
+        lags = np.arange(lo - 1, hi + 2)  # one lag beyond each end, to tell local maxima
+        head, tail = energy[:, _WINDOW_N - lags], energy[:, -1:] - energy[:, lags]
+        r = corr[:, lags] / np.sqrt(head * tail + 1e-20)
+        inner = r[:, 1:-1]
+        peaks = np.where((inner >= r[:, :-2]) & (inner >= r[:, 2:]), inner, -1.0)
+        best = peaks.max(axis=1)
+        # The shortest period that ties the best: a steady tone is as periodic at twice its period.
+        return best, np.argmax(peaks >= best[:, None] - _TIE, axis=1) + lo
+
+    periodicity, lag = best_peak(*_PITCH_LAGS)
+    above_voice, _ = best_peak(*_SHORT_LAGS)
+    # Likewise a tone above the voice is as periodic at a multiple of its period in the voice's range.
+    return np.where(periodicity > above_voice + _TIE, periodicity, 0.0), lag
 
 
-def _band_matrix() -> np.ndarray:
-    """(bins, bands) 0/1 matrix summing the 20 ms window's power bins into the flux bands."""
-    freqs = np.fft.rfftfreq(len(_FLUX_WINDOW), 1 / SAMPLE_RATE)
-    edges = np.geomspace(_FLUX_LO_HZ, _FLUX_HI_HZ, _FLUX_BANDS + 1)
-    bands = zip(edges[:-1], edges[1:], strict=True)
-    return np.stack([(freqs >= lo) & (freqs < hi) for lo, hi in bands], axis=1).astype(np.float32)
+def _spectral_shape(x: np.ndarray) -> np.ndarray:
+    """(k, _BANDS) level-normalised band log-energies of (k, _WINDOW_N) Hann-windowed windows."""
+    spectrum = np.fft.rfft(x * _HANN, axis=1)
+    bands = 10 * np.log10((spectrum.real**2 + spectrum.imag**2) @ _BAND_MATRIX + 1e-12)
+    bands = np.maximum(bands, bands.max(axis=1, keepdims=True) - _SHAPE_RANGE_DB)
+    return (bands - bands.mean(axis=1, keepdims=True)).astype(np.float32)
 
 
-_FLUX_BAND_MATRIX = _band_matrix()
+def _mel_band_matrix() -> np.ndarray:
+    """(bins, _BANDS) triangular filters, evenly spaced on the mel scale over [_BAND_LO_HZ, _BAND_HI_HZ]."""
+    freqs = np.fft.rfftfreq(_WINDOW_N, 1 / SAMPLE_RATE)
+    mel = np.linspace(*(2595 * np.log10(1 + f / 700) for f in (_BAND_LO_HZ, _BAND_HI_HZ)), _BANDS + 2)
+    hz = 700 * (10 ** (mel / 2595) - 1)
+    lo, centre, hi = hz[:-2, None], hz[1:-1, None], hz[2:, None]
+    rising, falling = (freqs - lo) / (centre - lo), (hi - freqs) / (hi - centre)
+    return np.clip(np.minimum(rising, falling), 0, None).T.astype(np.float64)
+
+
+_BAND_MATRIX = _mel_band_matrix()
+_HANN = np.hanning(_WINDOW_N)
 
 
 class _WebrtcDetector:
@@ -149,10 +266,19 @@ class _WebrtcDetector:
         self._decisions += [self._vad.is_speech(data[i : i + step], SAMPLE_RATE) for i in range(0, len(data), step)]
         self._pending = pcm[whole:]
 
+    def decided_frames(self) -> int:
+        return len(self._decisions) * self._per_grid
+
+    def flags(self, start: int, stop: int) -> np.ndarray:
+        """(stop - start,) bool decisions of grid frames [start, stop); undecided ones are False."""
+        first = start // self._per_grid
+        decisions = np.array(self._decisions[first : -(-stop // self._per_grid)], dtype=bool)
+        out = np.repeat(decisions, self._per_grid)[start - first * self._per_grid :][: stop - start]
+        return np.pad(out, (0, stop - start - len(out)))
+
     def finish(self, frames: int) -> np.ndarray:
         # A trailing part shorter than one detector frame is never judged: it stays non-speech.
-        out = np.repeat(np.array(self._decisions, dtype=bool), self._per_grid)[:frames]
-        return np.pad(out, (0, frames - len(out)))
+        return self.flags(0, frames)
 
 
 class _SileroDetector:
@@ -196,59 +322,6 @@ class _SileroDetector:
         # Each 10 ms frame takes the decision of the chunk holding its centre.
         centres = (np.arange(frames) * FRAME_N + FRAME_N // 2) // SILERO_CHUNK
         return chunk_speech[np.minimum(centres, len(chunk_speech) - 1)] if len(chunk_speech) else np.zeros(frames, bool)
-
-
-def music_filter(scores: FrameScores, window_s: float, min_energy_spread_db: float, max_flux_db: float) -> np.ndarray:
-    """Speech decisions with stationary (chord, hum, noise) and percussive stretches removed.
-
-    Returns (F,) bool: ``scores.speech`` where, over the flagged frames within ``window_s`` seconds
-    centred on the frame, the energy spread (90th minus 10th percentile) is at least
-    ``min_energy_spread_db`` dB and the mean spectral flux at most ``max_flux_db`` dB (see the module
-    docstring). Works in overlapping blocks so its scratch memory does not grow with the file.
-    """
-    half = max(1, round(window_s / FRAME_S / 2))
-    n = len(scores.speech)
-    out = np.zeros(n, dtype=bool)
-    for start in range(0, n, _FILTER_BLOCK):
-        lo, hi = max(0, start - half), min(n, start + _FILTER_BLOCK + half)
-        flags = scores.speech[lo:hi]
-        count = np.maximum(_window_sums(flags.astype(np.float64), half), 1)
-        flux = _window_sums(np.where(flags, scores.flux_db[lo:hi], 0.0), half) / count
-        spread = _flagged_spread(scores.energy_db[lo:hi], flags, half)
-        keep = flags & (spread >= min_energy_spread_db) & (flux <= max_flux_db)
-        out[start : start + _FILTER_BLOCK] = keep[start - lo : start - lo + _FILTER_BLOCK]
-    return out
-
-
-def _flagged_spread(energy_db: np.ndarray, flags: np.ndarray, half: int) -> np.ndarray:
-    """p90 - p10 of energy over the loud flagged frames of each flagged frame's window; 0 elsewhere.
-
-    Loud: within ``_SPREAD_RANGE_DB`` of the window's loudest flagged frame. The detector's hangover
-    flags ~100 ms of the silence after a sound; counting those frames (80 dB down for digital
-    silence) would pass a held chord near its end. Percentiles rather than a standard deviation for
-    the same reason: a few stray frames must not decide.
-    """
-    out = np.zeros(len(energy_db), dtype=np.float32)
-    rows = np.flatnonzero(flags)
-    masked = np.pad(np.where(flags, energy_db, -np.inf).astype(np.float32), half, constant_values=-np.inf)
-    windows = np.lib.stride_tricks.sliding_window_view(masked, 2 * half + 1)
-    for start in range(0, len(rows), _SPREAD_BLOCK):  # blocks bound the sorted copies' memory
-        block = rows[start : start + _SPREAD_BLOCK]
-        ordered = np.sort(windows[block], axis=1)  # unflagged (-inf) frames sort first
-        loudest = ordered[:, -1:]
-        first = np.sum(ordered < loudest - _SPREAD_RANGE_DB, axis=1)  # index of the first loud frame
-        span = ordered.shape[1] - 1 - first
-        lo = np.take_along_axis(ordered, (first + np.floor(_SPREAD_LO * span).astype(np.int64))[:, None], axis=1)
-        hi = np.take_along_axis(ordered, (first + np.floor(_SPREAD_HI * span).astype(np.int64))[:, None], axis=1)
-        out[block] = (hi - lo)[:, 0]
-    return out
-
-
-def _window_sums(x: np.ndarray, half: int) -> np.ndarray:
-    """Sum of x over [i - half, i + half] for each i, clipped to the array, in O(n)."""
-    c = np.concatenate([[0.0], np.cumsum(x)])
-    i = np.arange(len(x))
-    return c[np.minimum(i + half + 1, len(x))] - c[np.maximum(i - half, 0)]
 
 
 def _import(module: str, package: str, hint: str) -> ModuleType:
