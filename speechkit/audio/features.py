@@ -129,44 +129,79 @@ class LogMelFrontend:
             )
             for rate in (SAMPLE_RATE, FILL_ZERO_RATE)
         }
+        self._np_windows = {rate: window.cpu().numpy() for rate, window in self.windows.items()}
 
-    def _frames(self, emph: torch.Tensor, starts: torch.Tensor, sample_rate: int) -> torch.Tensor:
-        """(T, n_fft) windowed, zero-padded float64 frames from the pre-emphasised stream."""
+    def _window(self, frames: torch.Tensor, wave: torch.Tensor, emph: torch.Tensor, sample_rate: int) -> None:
+        """Writes the windowed float64 frames of ``wave`` into ``frames`` (T, n_fft), whose tail stays zero.
+
+        ``emph`` is the pre-emphasised stream of ``wave`` from its sample 1 on.
+        """
         win, hop = _window_and_hop(sample_rate)
-        frames = torch.zeros(starts.numel(), _fft_size(sample_rate), dtype=torch.float64, device=emph.device)
-        frames[:, :win] = emph.unfold(0, win, hop)
+        window = self.windows[sample_rate]
+        # float32 samples times the float64 window: the product rounds as the official float64 frames do
+        torch.mul(emph.unfold(0, win - 1, hop), window[1:], out=frames[:, 1:win])
         # the official filter restarts in every frame: the first sample's predecessor is itself
-        frames[:, 0] = (starts - PREEMPHASIS * starts) * INT16_SCALE
-        frames[:, :win] *= self.windows[sample_rate]
-        return frames
+        starts = wave[: frames.shape[0] * hop : hop]
+        torch.mul((starts - PREEMPHASIS * starts) * INT16_SCALE, window[:1], out=frames[:, 0])
 
-    def _logmel(self, frames: torch.Tensor, sample_rate: int) -> torch.Tensor:
+    def _logmel(self, frames: torch.Tensor, sample_rate: int, out: torch.Tensor | None = None) -> torch.Tensor:
         spec = torch.fft.rfft(frames, dim=-1)
         power = (spec.real.square() + spec.imag.square()).to(torch.float32)
         if sample_rate == FILL_ZERO_RATE:
             # drop the 4 kHz Nyquist bin, then zeros up to the 16 kHz bin count (reference A.8)
             power = torch.nn.functional.pad(power[:, :-1], (0, N_FFT // 2 + 1 - (power.shape[1] - 1)))
-        return torch.log(torch.clamp(power @ self.bank, min=LOG_FLOOR))
+        return self._mel(power, out)
+
+    def _mel(self, power: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+        """ln(max(power @ bank, 1)) of (T, 257) float32 power spectra."""
+        return torch.mm(power, self.bank, out=out).clamp_(min=LOG_FLOOR).log_()
+
+    def _short_cpu(self, wave: np.ndarray, sample_rate: int) -> torch.Tensor:
+        """``utterance`` of a short input on the CPU, bit for bit: the same steps in numpy.
+
+        A 1 s clip is a hundred frames, where torch's per-op cost is a third of the time; numpy's
+        pocketfft gives the torch rFFT's bits (tests/test_features.py pins it), the matmul stays in torch.
+        """
+        win, hop = _window_and_hop(sample_rate)
+        window = self._np_windows[sample_rate]
+        n = (wave.size - win) // hop + 1
+        emph = ((wave[1:] - np.float32(PREEMPHASIS) * wave[:-1]) * np.float32(INT16_SCALE)).astype(np.float64)
+        frames = np.zeros((n, _fft_size(sample_rate)))
+        strided = torch.from_numpy(emph).unfold(0, win - 1, hop).numpy()  # a view; numpy's helpers cost more
+        np.multiply(strided, window[1:], out=frames[:, 1:win])
+        starts = wave[: n * hop : hop]
+        frames[:, 0] = (starts - np.float32(PREEMPHASIS) * starts) * np.float32(INT16_SCALE) * window[0]
+        spec = np.fft.rfft(frames, axis=-1)
+        power = torch.from_numpy((spec.real**2 + spec.imag**2).astype(np.float32))
+        if sample_rate == FILL_ZERO_RATE:
+            power = torch.nn.functional.pad(power[:, :-1], (0, N_FFT // 2 + 1 - (power.shape[1] - 1)))
+        return self._mel(power)
 
     def utterance(self, wave: torch.Tensor | np.ndarray, sample_rate: int = SAMPLE_RATE) -> torch.Tensor:
         """(T, 80) float32 log-mel of one mono waveform in [-1, 1] (16 kHz, or 8 kHz fill-zero)."""
-        wave = torch.as_tensor(wave).to(self.device, torch.float32)
         win, hop = _window_and_hop(sample_rate)
-        if wave.numel() < win:
+        if len(wave) < win:
             raise AudioError(
-                f"audio of {wave.numel()} samples at {sample_rate} Hz is shorter than one 25 ms window ({win} samples)"
+                f"audio of {len(wave)} samples at {sample_rate} Hz is shorter than one 25 ms window ({win} samples)"
             )
-        n = (wave.numel() - win) // hop + 1
-        # pre-emphasis once on the stream (float32, rounding exactly as the official frames do)
-        emph = torch.empty_like(wave)
-        emph[1:] = (wave[1:] - PREEMPHASIS * wave[:-1]) * INT16_SCALE
+        n = (len(wave) - win) // hop + 1
+        if self.device.type == "cpu" and n <= FRAMES_PER_CHUNK:
+            return self._short_cpu(np.asarray(torch.as_tensor(wave, dtype=torch.float32)), sample_rate)
+        wave = torch.as_tensor(wave, dtype=torch.float32, device=self.device)
+        # pre-emphasis once on the stream (float32, rounding exactly as the official frames do); emph[i] is sample i + 1
+        emph = (wave[1:] - PREEMPHASIS * wave[:-1]).mul_(INT16_SCALE)
+        # one frame buffer per call, reused by every chunk: fresh megabytes per chunk cost page faults
+        frames = torch.zeros(min(n, FRAMES_PER_CHUNK), _fft_size(sample_rate), dtype=torch.float64, device=self.device)
+        if n <= FRAMES_PER_CHUNK:  # one chunk: no output buffer, no copy
+            self._window(frames, wave, emph, sample_rate)
+            return self._logmel(frames, sample_rate)
         out = torch.empty(n, N_MELS, device=self.device)
         # frames in cache-sized chunks: float64 frames of a long file would not fit in cache
         for first in range(0, n, FRAMES_PER_CHUNK):
             last = min(n, first + FRAMES_PER_CHUNK)
-            chunk = emph[first * hop : (last - 1) * hop + win]
-            starts = wave[first * hop : (last - 1) * hop + 1 : hop]
-            out[first:last] = self._logmel(self._frames(chunk, starts, sample_rate), sample_rate)
+            begin, end = first * hop, (last - 1) * hop + win
+            self._window(frames[: last - first], wave[begin:end], emph[begin : end - 1], sample_rate)
+            self._logmel(frames[: last - first], sample_rate, out=out[first:last])
         return out
 
     def padded(self, waves: torch.Tensor, lengths: torch.Tensor) -> Features:
@@ -218,8 +253,7 @@ class LogMelFrontend:
         if isinstance(sample_rates, int):
             sample_rates = [sample_rates] * len(waves)
         feats = [self.utterance(w, r) for w, r in zip(waves, sample_rates, strict=True)]
-        lengths = torch.tensor([f.shape[0] for f in feats], dtype=torch.int64)
-        out = torch.zeros(len(feats), int(lengths.max()), N_MELS, device=self.device)
-        for i, f in enumerate(feats):
-            out[i, : f.shape[0]] = f
-        return Features(out, lengths)
+        lengths = torch.from_numpy(np.array([f.shape[0] for f in feats], dtype=np.int64))
+        if len(feats) == 1:  # nothing to pad: a view, no copy
+            return Features(feats[0].unsqueeze(0), lengths)
+        return Features(torch.nn.utils.rnn.pad_sequence(feats, batch_first=True), lengths)
