@@ -74,11 +74,16 @@ def write_peft_adapter(model: SpeechModel, out: Path, dtype: str, base_model: st
     save_file(tensors, str(out / "adapter_model.safetensors"), metadata={"format": "pt"})
     config = {
         "peft_type": "LORA", "task_type": "CAUSAL_LM", "base_model_name_or_path": base_model,
-        "r": lora.rank, "lora_alpha": lora.alpha, "lora_dropout": lora.dropout, "bias": "none",
+        "r": lora.rank, "lora_alpha": _peft_alpha(lora.alpha), "lora_dropout": lora.dropout, "bias": "none",
         "target_modules": list(lora.targets), "modules_to_save": None, "inference_mode": True,
     }  # fmt: skip
     (out / "adapter_config.json").write_text(json.dumps(config, indent=2) + "\n", "utf-8")
     return out
+
+
+def _peft_alpha(alpha: float) -> int | float:
+    # PEFT's LoraConfig and vLLM's PEFTHelper type lora_alpha as int; the released config.json speech_lora has 640
+    return int(alpha) if float(alpha).is_integer() else alpha
 
 
 def merge_lora_checkpoint(src: str | Path, dst: str | Path) -> Path:
