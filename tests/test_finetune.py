@@ -6,14 +6,18 @@ from __future__ import annotations
 import copy
 import dataclasses
 import json
+import re
 from pathlib import Path
 
 import pytest
 import torch
+from safetensors import safe_open
+from safetensors.torch import load_file
 
 from speechkit.audio import LogMelFrontend
 from speechkit.cli import main as cli_main
 from speechkit.errors import CheckpointError, ConfigError, DataError
+from speechkit.model.checkpoint import weight_map
 from speechkit.model.loader import load_speech_model
 from speechkit.testing.audio import speechlike, write_audio
 from speechkit.testing.checkpoint import write_random_checkpoint
@@ -177,7 +181,6 @@ def test_resume_after_kill_is_bit_identical_and_exports_reload(ckpt, manifest, t
     adapter = write_peft_adapter(again.model, out / "speech-lora", "float32", str(ckpt))
     config = json.loads((adapter / "adapter_config.json").read_text())
     assert (config["r"], config["lora_alpha"], config["peft_type"]) == (8, 16.0, "LORA")
-    from safetensors.torch import load_file
 
     tensors = load_file(str(adapter / "adapter_model.safetensors"))
     key = "base_model.model.model.layers.1.mlp.down_proj.lora_B.weight"
@@ -197,6 +200,50 @@ def test_resume_after_kill_is_bit_identical_and_exports_reload(ckpt, manifest, t
         load_speech_model(merged_dir, lora="unmerged")
     with pytest.raises(ConfigError, match="a merged export"):
         load_for_finetuning(merged_dir, cfg, CPU)
+
+
+# What vLLM's LoRA loader reads (vllm-project/vllm, read on GitHub, not run: vLLM cannot be installed here):
+# - vllm/lora/peft_helper.py (commit 02143692): adapter_config.json must hold r, lora_alpha, target_modules;
+#   bias "none", modules_to_save empty, no DoRA; scale = lora_alpha / r unless use_rslora.
+# - vllm/lora/lora_model.py from_local_checkpoint (commit 0306474e) and vllm/lora/utils.py
+#   parse_fine_tuned_lora_name (commit 001e63a8): adapter_model.safetensors, "base_model.model." stripped, then
+#   "<module>.lora_A.weight" / ".lora_B.weight"; a module's last name must be one of the model's LoRA modules.
+# - vllm/model_executor/models/phi4mm.py (commits 01ab0ee8 and 42fa4c09): the decoder is a LlamaModel at "model.",
+#   packed_modules_mapping keeps qkv_proj and gate_up_proj as one fused slice each, so the fused LoRA loads as is.
+# - vllm/lora/layers/base_linear.py set_lora: A is (rank, in_features), B is (out_features, rank), PEFT's layout.
+VLLM_MODULES = {"qkv_proj", "o_proj", "gate_up_proj", "down_proj"}
+VLLM_KEY = re.compile(r"base_model\.model\.(model\.layers\.\d+\.(?:self_attn|mlp)\.(\w+))\.lora_([AB])\.weight")
+
+
+def test_peft_adapter_has_the_layout_vllm_reads(ckpt, tmp_path):
+    loaded = load_speech_model(ckpt, dtype=torch.float32, lora="unmerged")
+    lora = loaded.config.speech_lora
+    adapter = write_peft_adapter(loaded.model, tmp_path / "speech-lora", "bfloat16", str(ckpt))
+    assert sorted(p.name for p in adapter.iterdir()) == ["adapter_config.json", "adapter_model.safetensors"]
+
+    config = json.loads((adapter / "adapter_config.json").read_text())
+    assert (config["r"], config["lora_alpha"], config["peft_type"]) == (8, 16, "LORA")
+    assert isinstance(config["lora_alpha"], int) and config["lora_alpha"] / config["r"] == lora.scale
+    assert config["bias"] == "none" and not config["modules_to_save"]
+    assert not config.get("use_dora") and not config.get("use_rslora")
+    assert set(config["target_modules"]) == VLLM_MODULES
+
+    official = {}  # the official layout's speech LoRA and base shapes, the reference for the adapter
+    for shard in set(weight_map(ckpt).values()):
+        with safe_open(str(shard), "pt") as f:
+            official |= {k: f.get_tensor(k) for k in f.keys() if ".base_layer." in k or ".speech.weight" in k}
+    expected = {(k.removesuffix(".base_layer.weight"), ab) for k in official if ".base_layer." in k for ab in "AB"}
+    seen = set()
+    for key, value in load_file(str(adapter / "adapter_model.safetensors")).items():
+        match = VLLM_KEY.fullmatch(key)
+        assert match and match[2] in VLLM_MODULES, key
+        module, ab = match[1], match[3]
+        out_features, in_features = official[f"{module}.base_layer.weight"].shape
+        assert value.shape == ((lora.rank, in_features) if ab == "A" else (out_features, lora.rank)), key
+        assert value.dtype == torch.bfloat16
+        assert torch.equal(value, official[f"{module}.lora_{ab}.speech.weight"].to(torch.bfloat16)), key
+        seen.add((module, ab))
+    assert seen == expected and len(seen) == 2 * 4 * 2  # A and B, 4 fused targets, 2 layers
 
 
 def test_unknown_merged_format_version_is_refused(ckpt, tmp_path):
