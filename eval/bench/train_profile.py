@@ -22,7 +22,8 @@ from pathlib import Path
 import torch
 from torch.profiler import ProfilerActivity, profile
 
-from speechkit.audio import LogMelFrontend
+from speechkit.audio import SAMPLE_RATE, LogMelFrontend
+from speechkit.audio.features import num_audio_tokens
 from speechkit.testing.audio import speechlike
 from speechkit.text.prompts import PromptSpec, Task, encode_prompt
 from speechkit.text.tokenizer import Tokenizer
@@ -41,7 +42,7 @@ def _batch(tokenizer: Tokenizer, vocab: int, seconds: float, clip_s: float, seed
     n = max(1, int(seconds // clip_s))
     waves = torch.stack([torch.from_numpy(speechlike(clip_s, seed=seed + i)) for i in range(n)])
     samples = waves.shape[1]
-    prompt = encode_prompt(tokenizer, PromptSpec(Task.ASR).text(), -(-((samples - 400) // 160 + 1) // 8))
+    prompt = encode_prompt(tokenizer, PromptSpec(Task.ASR).text(), num_audio_tokens(samples, SAMPLE_RATE))
     answer_len = max(2, int(3.5 * clip_s))
     low = 16  # past the special ids
     seqs, labels = [], []
