@@ -9,7 +9,9 @@ set -euo pipefail
 OUT=${OUT:-/tmp/demo_out}
 WORK=${WORK:-/tmp/demo}
 WORKERS=${WORKERS:-$(nproc)}
-TRAIN_LIMIT=${TRAIN_LIMIT:-540}  # wall seconds for train.py; past it the newest checkpoint is exported as is
+# wall seconds for train.py; past it the newest checkpoint is exported as is. The device call's own limit is
+# the smaller of 600 s and the session's device time left (`status`): keep TRAIN_LIMIT ~60 s below it.
+TRAIN_LIMIT=${TRAIN_LIMIT:-540}
 CARRY=${CARRY:-.demo/carry}
 mkdir -p "$OUT" "$WORK"
 start=$(date +%s)
@@ -19,10 +21,11 @@ export PYTHONPATH="/tmp/site:$PWD" TOKENIZERS_PARALLELISM=false PYTHONUNBUFFERED
 tar xzf "$CARRY/prepared.tar.gz" -C "$WORK"
 tar xzf "$CARRY/espeak.tar.gz" -C "$WORK"
 python3 recipes/synthetic_demo/synthesize.py --prepared "$WORK/prepared" --out "$WORK/audio" \
-    --espeak "$WORK/espeak" --workers "$((WORKERS - 1))" --splits train dev test > "$WORK/synth.log" 2>&1 &
+    --espeak "$WORK/espeak" --workers "$((WORKERS - 1))" --splits train dev test > "$OUT/synth.log" 2>&1 &
+# logs go straight to $OUT: a device call cut by its limit still returns what happened (run 5 returned nothing)
 timeout "$TRAIN_LIMIT" python3 recipes/synthetic_demo/train.py --prepared "$WORK/prepared" --audio "$WORK/audio" \
     --out "$WORK/run" --wait-audio 400 --export "$WORK/model" --curves "$OUT/curves.png" "$@" 2>&1 \
-    | tee "$WORK/train.log" || echo "train.py stopped early (status $?)"
+    | tee "$OUT/train.log" || echo "train.py stopped early (status $?)"
 wait
 if [ ! -d "$WORK/model" ]; then  # cut by the clock: ship the newest stage-end checkpoint without its training state
     last=$(ls -d "$WORK"/run/checkpoints/step-* | sort | tail -n 1)
@@ -31,6 +34,6 @@ if [ ! -d "$WORK/model" ]; then  # cut by the clock: ship the newest stage-end c
 fi
 echo "total $(( $(date +%s) - start )) s"
 cp "$WORK"/model/*.safetensors "$OUT/"
-cp "$WORK/synth.log" "$WORK/train.log" "$WORK/run/history.jsonl" "$WORK/model/" 2>/dev/null || true
+cp "$OUT/synth.log" "$OUT/train.log" "$WORK/run/history.jsonl" "$WORK/model/" 2>/dev/null || true
 tar czf "$OUT/model_meta.tar.gz" -C "$WORK" --exclude='*.safetensors' model
 ls -la "$OUT"
