@@ -132,17 +132,18 @@ class LogMelFrontend:
         self._np_windows = {rate: window.cpu().numpy() for rate, window in self.windows.items()}
 
     def _window(self, frames: torch.Tensor, wave: torch.Tensor, emph: torch.Tensor, sample_rate: int) -> None:
-        """Writes the windowed float64 frames of ``wave`` into ``frames`` (T, n_fft), whose tail stays zero.
+        """Writes the windowed float64 frames of ``wave`` into ``frames`` (..., T, n_fft), whose tail stays zero.
 
-        ``emph`` is the pre-emphasised stream of ``wave`` from its sample 1 on.
+        ``wave`` is (..., N) samples and ``emph`` its pre-emphasised stream from sample 1 on (..., N - 1);
+        leading dimensions are items of a batch.
         """
         win, hop = _window_and_hop(sample_rate)
         window = self.windows[sample_rate]
         # float32 samples times the float64 window: the product rounds as the official float64 frames do
-        torch.mul(emph.unfold(0, win - 1, hop), window[1:], out=frames[:, 1:win])
+        torch.mul(emph.unfold(-1, win - 1, hop), window[1:], out=frames[..., 1:win])
         # the official filter restarts in every frame: the first sample's predecessor is itself
-        starts = wave[: frames.shape[0] * hop : hop]
-        torch.mul((starts - PREEMPHASIS * starts) * INT16_SCALE, window[:1], out=frames[:, 0])
+        starts = wave[..., : frames.shape[-2] * hop : hop]
+        torch.mul((starts - PREEMPHASIS * starts) * INT16_SCALE, window[:1], out=frames[..., 0])
 
     def _logmel(self, frames: torch.Tensor, sample_rate: int, out: torch.Tensor | None = None) -> torch.Tensor:
         spec = torch.fft.rfft(frames, dim=-1)
@@ -222,18 +223,14 @@ class LogMelFrontend:
         counts = (lengths - win) // hop + 1
         total = int(counts.max())
         waves = waves[:, : (total - 1) * hop + win].to(self.device, torch.float32)
-        emph = torch.empty_like(waves)
-        emph[:, 1:] = (waves[:, 1:] - PREEMPHASIS * waves[:, :-1]) * INT16_SCALE
+        emph = (waves[:, 1:] - PREEMPHASIS * waves[:, :-1]).mul_(INT16_SCALE)  # emph[:, i] is sample i + 1
         out = torch.zeros(waves.shape[0], total, N_MELS, device=self.device)
         budget = FRAMES_PER_CHUNK if self.device.type == "cpu" else GPU_FRAMES_PER_CHUNK
         rows = max(1, budget // total)  # whole items per chunk
         for first in range(0, waves.shape[0], rows):
             block = slice(first, first + rows)
-            frames = torch.zeros(*emph[block].shape[:1], total, N_FFT, dtype=torch.float64, device=self.device)
-            frames[..., :win] = emph[block].unfold(1, win, hop)
-            starts = waves[block, : (total - 1) * hop + 1 : hop]
-            frames[..., 0] = (starts - PREEMPHASIS * starts) * INT16_SCALE
-            frames[..., :win] *= self.windows[SAMPLE_RATE]
+            frames = torch.zeros(waves[block].shape[0], total, N_FFT, dtype=torch.float64, device=self.device)
+            self._window(frames, waves[block], emph[block], SAMPLE_RATE)
             out[block] = self._logmel(frames.flatten(0, 1), SAMPLE_RATE).view(-1, total, N_MELS)
         valid = torch.arange(total)[None, :] < counts[:, None]
         return Features(out * valid[..., None].to(self.device), counts)
