@@ -48,6 +48,12 @@ class CtcHead(nn.Module):
         return F.ctc_loss(log_probs, torch.cat(targets), lengths, target_lengths, blank=batch.pad_id,
                           reduction="mean", zero_infinity=True)  # fmt: skip
 
+    def greedy(self, encoded: EncoderOutput, blank: int) -> list[list[int]]:
+        """Best-path transcripts (repeats merged, blanks dropped) of each item's valid encoder tokens."""
+        best = self.proj(encoded.hidden).argmax(-1).tolist()
+        return [[t for j, t in enumerate(path[:n]) if t != blank and (j == 0 or t != path[j - 1])]
+                for path, n in zip(best, encoded.lengths.tolist(), strict=True)]  # fmt: skip
+
     def trainable(self) -> dict[str, nn.Parameter]:
         """The head's parameters under their training-state names."""
         return {STATE_PREFIX + name: p for name, p in self.named_parameters()}

@@ -49,12 +49,8 @@ def decode_records(model: SpeechModel, tokenizer: Tokenizer, rows: list[Row], ta
             caps = [default_max_new_tokens(task, w.duration) for w in waves]
             gens = generate(model, prompts, audio, max_new_tokens=caps, stop_ids=tokenizer.stop_ids,
                             pad_id=tokenizer.special.endoftext)  # fmt: skip
-            for row, gen in zip(members, gens, strict=True):
-                records.append(Record(
-                    id=row.id, audio_filepath=str(row.audio), duration=row.duration, task=task.value,
-                    src_lang=row.src_lang, tgt_lang=target, text=row.text, translation=row.translation,
-                    pred_text=tokenizer.decode(gen.tokens).strip(),
-                ))  # fmt: skip
+            decoded = [tokenizer.decode(gen.tokens) for gen in gens]
+            records += [_record(row, task, target, text) for row, text in zip(members, decoded, strict=True)]
     return records
 
 
@@ -70,16 +66,16 @@ def decode_ctc_records(model: SpeechModel, head: CtcHead, tokenizer: Tokenizer, 
         chunk = rows[i : i + batch_size]
         waves = [load_audio(r.audio) for r in chunk]
         feats = frontend([w.samples for w in waves], [w.sample_rate for w in waves])
-        encoded = model.audio.encoder(feats.values, feats.lengths)
-        best = head.proj(encoded.hidden).argmax(-1)
-        for row, path, n in zip(chunk, best.tolist(), encoded.lengths.tolist(), strict=True):
-            tokens = [t for j, t in enumerate(path[:n]) if t != blank and (j == 0 or t != path[j - 1])]
-            records.append(Record(
-                id=row.id, audio_filepath=str(row.audio), duration=row.duration, task=Task.ASR.value,
-                src_lang=row.src_lang, tgt_lang=None, text=row.text, translation=row.translation,
-                pred_text=tokenizer.decode(tokens).strip(),
-            ))  # fmt: skip
+        paths = head.greedy(model.audio.encoder(feats.values, feats.lengths), blank)
+        decoded = [tokenizer.decode(path) for path in paths]
+        records += [_record(row, Task.ASR, None, text) for row, text in zip(chunk, decoded, strict=True)]
     return records
+
+
+def _record(row: Row, task: Task, target: str | None, pred_text: str) -> Record:
+    return Record(id=row.id, audio_filepath=str(row.audio), duration=row.duration, task=task.value,
+                  src_lang=row.src_lang, tgt_lang=target, text=row.text, translation=row.translation,
+                  pred_text=pred_text.strip())  # fmt: skip
 
 
 def evaluate_dev(model: SpeechModel, tokenizer: Tokenizer, rows: list[Row], tasks: tuple[Task, ...],
