@@ -18,7 +18,7 @@ from speechkit.model.loader import load_speech_model
 from speechkit.testing.audio import speechlike
 from speechkit.text.tokenizer import Tokenizer
 from speechkit.training.config import ModelSpec, SpecAugmentConfig, StageConfig, TrainConfig, apply_overrides, from_dict
-from speechkit.training.ctc import CtcHead
+from speechkit.training.ctc import CtcHead, CtcUnits
 from speechkit.training.data.tokenizer import train_tokenizer
 from speechkit.training.model_init import build_model, official_config
 from speechkit.training.trainer import DataPaths, TrainSetup, _loss, train
@@ -81,10 +81,12 @@ def test_loss_falls_on_a_fixed_batch(corpus: Path, tmp_path: Path) -> None:
     assert losses[-1] < 0.8 * losses[0], losses
 
 
-@pytest.mark.parametrize("in_memory", [False, True], ids=["files", "memory+device-features"])
-def test_resume_gives_bit_identical_losses(corpus: Path, tmp_path: Path, in_memory: bool) -> None:
+@pytest.mark.parametrize(("in_memory", "units"), [(False, "tokens"), (True, "tokens"), (False, "chars")],
+                         ids=["files", "memory+device-features", "char-ctc"])  # fmt: skip
+def test_resume_gives_bit_identical_losses(corpus: Path, tmp_path: Path, in_memory: bool, units: str) -> None:
     paths = DataPaths(text=corpus / "train.jsonl", train=corpus / "train.jsonl")
-    cfg = dataclasses.replace(_config(), audio_in_memory=in_memory, features_on_device=in_memory)
+    cfg = dataclasses.replace(_config(), audio_in_memory=in_memory, features_on_device=in_memory, ctc_units=units,
+                              ctc_upsample=3 if units == "chars" else 1)  # fmt: skip
     full = _losses(train(cfg, _setup(corpus), paths, tmp_path / "full"))
     # stop after step 4 (inside the speech stage, with optimizer moments), then resume in a fresh model
     train(cfg, _setup(corpus), paths, tmp_path / "cut", stop_at_step=4)
@@ -126,30 +128,31 @@ def test_config_errors_name_the_key() -> None:
     assert raw["train"]["stages"][0]["lr"] == 0.5
 
 
-def _speech_batch(corpus: Path, setup: TrainSetup, tasks: list[str]):
+def _speech_batch(corpus: Path, setup: TrainSetup, tasks: list[str], units: CtcUnits | None = None):
     from speechkit.audio import LogMelFrontend
     from speechkit.text.prompts import Task
     from speechkit.training.batches import read_rows, speech_batch
 
     rows = read_rows(corpus / "train.jsonl", True)[: len(tasks)]
-    return speech_batch(rows, [Task(t) for t in tasks], setup.tokenizer, LogMelFrontend("cpu"))
+    return speech_batch(rows, [Task(t) for t in tasks], setup.tokenizer, LogMelFrontend("cpu"), ctc=units)
 
 
 def _ctc_setup(corpus: Path) -> tuple[TrainSetup, CtcHead, TrainConfig, StageConfig]:
     setup = _setup(corpus)
-    head = CtcHead(SPEC.encoder_dim, 400, seed=0)
+    head = CtcHead(SPEC.encoder_dim, CtcUnits.tokens(setup.tokenizer, 400), upsample=1, seed=0)
     cfg = TrainConfig(stages=_config().stages, precision="fp32", specaugment=SpecAugmentConfig(0, 0, 0, 0, 0.0))
     return setup, head, cfg, StageConfig(**{**_config().stages[1].__dict__, "ctc_weight": 0.0})
 
 
 def test_ctc_term_adds_weighted_ctc_of_asr_rows_and_reaches_the_encoder(corpus: Path) -> None:
     setup, head, cfg, plain = _ctc_setup(corpus)
-    batch = _speech_batch(corpus, setup, ["asr", "ast", "asr"])
+    batch = _speech_batch(corpus, setup, ["asr", "ast", "asr"], head.units)
     assert batch.asr_rows.tolist() == [True, False, True] and batch.pad_id == setup.tokenizer.special.endoftext
     with_ctc = StageConfig(**{**plain.__dict__, "ctc_weight": 0.5})
     ce = _loss(setup.model, head, batch, cfg, plain, seed=0)
     total = _loss(setup.model, head, batch, cfg, with_ctc, seed=0)
-    ctc = head.loss(setup.model.audio.encoder(batch.features, batch.feature_lengths), batch)
+    encoded = setup.model.audio.encoder(batch.features, batch.feature_lengths)
+    ctc = head.loss(encoded, batch.asr_rows, batch.ctc_targets, batch.ctc_target_lengths)
     assert torch.isfinite(ctc) and float(ctc.detach()) > 0
     torch.testing.assert_close(total, ce + 0.5 * ctc)
     total.backward()
@@ -160,7 +163,7 @@ def test_ctc_term_adds_weighted_ctc_of_asr_rows_and_reaches_the_encoder(corpus: 
 
 def test_ctc_is_skipped_without_asr_rows(corpus: Path) -> None:
     setup, head, cfg, plain = _ctc_setup(corpus)
-    batch = _speech_batch(corpus, setup, ["ast", "ast_cot"])
+    batch = _speech_batch(corpus, setup, ["ast", "ast_cot"], head.units)
     with_ctc = StageConfig(**{**plain.__dict__, "ctc_weight": 0.5})
     with_loss = _loss(setup.model, head, batch, cfg, with_ctc, 0)
     assert float(with_loss.detach()) == float(_loss(setup.model, head, batch, cfg, plain, 0).detach())
@@ -218,3 +221,42 @@ def test_batches_from_memory_and_device_features_equal_batches_from_files(corpus
     assert torch.equal(finished.input_ids, files.input_ids) and torch.equal(finished.labels, files.labels)
     assert torch.equal(finished.feature_lengths, files.feature_lengths) and finished.waves is None
     torch.testing.assert_close(finished.features, files.features, rtol=0, atol=1e-4)  # int16 in memory
+
+
+def test_char_units_read_the_reading_and_round_trip() -> None:
+    from speechkit.training.batches import Row
+    from speechkit.training.ctc import reading_chars
+
+    assert reading_chars("Wählen Sie Format - Zellen.") == "wählen sie format zellen"
+    assert reading_chars("xuan3 ze2 wen2jian4。") == "xuan3 ze2 wen2jian4"
+    kana = Row("j", None, 0.0, "ja", "en", "ファイルを開きます。", None, "ファイルヲ ヒラキマス。")
+    units = CtcUnits.characters([kana.reading, "Wählen Sie"])
+    assert units.blank == 0 and units.size == len(set("ファイルヲヒラキマスwählensi ")) + 1
+    labels = units.encode(kana.text, kana.reading)
+    assert units.decode(labels) == "ファイルヲ ヒラキマス" == units.target_text(kana.text, kana.reading)
+    assert units.decode(units.encode("x", "Wählen Zoo!")) == "wählen "  # unknown characters are dropped
+
+
+def test_char_ctc_head_emits_upsampled_frames(corpus: Path) -> None:
+    setup = _setup(corpus)
+    from speechkit.training.batches import read_rows
+
+    units = CtcUnits.characters(r.reading for r in read_rows(corpus / "train.jsonl", False))
+    head = CtcHead(SPEC.encoder_dim, units, upsample=3, seed=0)
+    batch = _speech_batch(corpus, setup, ["asr", "ast", "asr"], units)
+    assert batch.ctc_target_lengths.tolist() == [len(units.encode(t, t)) for t in (TEXTS[0][2], TEXTS[2][2])]
+    encoded = setup.model.audio.encoder(batch.features, batch.feature_lengths)
+    loss = head.loss(encoded, batch.asr_rows, batch.ctc_targets, batch.ctc_target_lengths)
+    assert torch.isfinite(loss) and float(loss.detach()) > 0
+    logits, frames = head.logits(encoded)
+    assert logits.shape == (3, 3 * encoded.hidden.shape[1], units.size)
+    assert frames.tolist() == (3 * encoded.lengths).tolist()
+    assert all(len(path) <= n for path, n in zip(head.greedy(encoded), frames.tolist(), strict=True))
+
+
+def test_subsampling_init_keeps_the_audio_scale(corpus: Path) -> None:
+    # N(0, 0.02) and PyTorch's conv default shrank unit-scale input to std ~0.05 at the first block
+    embed = _setup(corpus).model.audio.encoder.embed
+    with torch.no_grad():
+        out, _ = embed(torch.randn(4, 400, 80, generator=torch.Generator().manual_seed(0)), None)
+    assert 0.5 < float(out.std()) < 2.0

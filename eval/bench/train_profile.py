@@ -5,10 +5,11 @@
 
 The model is the synthetic-demo recipe's (``recipes/synthetic_demo/config.yaml``), randomly initialised;
 the batch is ``--batch-seconds`` of speech-like noise in clips of ``--clip-s`` seconds with random
-transcripts of 3.5 tokens a second, waveforms featurised on the device as the recipe does. For the
-``ctc`` stage (encoder only) and the ``asr`` stage (whole model, CE + CTC) it times, after warm-up steps,
-each phase with the device synchronised (features, SpecAugment, forward + loss, backward, clip + AdamW),
-then profiles whole steps and writes the top device kernels and the top host ops to
+transcripts of 3.5 tokens a second (CTC labels in the recipe's units), waveforms featurised on the device
+as the recipe does. For the ``ctc`` stage (encoder only) and the ``asr`` stage (whole model, CE + CTC)
+it times, after warm-up steps, each phase with the device synchronised (features, SpecAugment,
+forward + loss, backward, clip + AdamW), then profiles whole steps and writes the top device kernels
+and the top host ops to
 ``DIR/train_profile.json`` and ``.txt``.
 """
 
@@ -29,7 +30,7 @@ from speechkit.text.prompts import PromptSpec, Task, encode_prompt
 from speechkit.text.tokenizer import Tokenizer
 from speechkit.training.batches import IGNORE, Batch, with_features
 from speechkit.training.config import load_train_config
-from speechkit.training.ctc import CtcHead
+from speechkit.training.ctc import CtcHead, CtcUnits
 from speechkit.training.model_init import build_model, official_config
 from speechkit.training.optim import build_optimizer, select_trainable, spec_augment
 from speechkit.training.trainer import _loss
@@ -37,7 +38,7 @@ from speechkit.training.trainer import _loss
 RECIPE = Path(__file__).resolve().parents[2] / "recipes" / "synthetic_demo" / "config.yaml"
 
 
-def _batch(tokenizer: Tokenizer, vocab: int, seconds: float, clip_s: float, seed: int) -> Batch:
+def _batch(tokenizer: Tokenizer, vocab: int, units: CtcUnits, seconds: float, clip_s: float, seed: int) -> Batch:
     gen = torch.Generator().manual_seed(seed)
     n = max(1, int(seconds // clip_s))
     waves = torch.stack([torch.from_numpy(speechlike(clip_s, seed=seed + i)) for i in range(n)])
@@ -52,8 +53,13 @@ def _batch(tokenizer: Tokenizer, vocab: int, seconds: float, clip_s: float, seed
         target = [IGNORE] * len(seqs[-1])
         target[len(prompt) - 1 : len(seqs[-1]) - 1] = answer
         labels.append(target)
+    if units.kind == "tokens":
+        ctc = [s[len(prompt) : -1] for s in seqs]
+    else:  # 14 characters a second, as a sentence read at 180 words a minute
+        ctc = [torch.randint(1, units.size, (max(2, int(14 * clip_s)),), generator=gen).tolist() for _ in range(n)]
     return Batch(torch.tensor(seqs), torch.tensor(labels), None, None, torch.ones(n, dtype=torch.bool),
-                 tokenizer.special.endoftext, waves.float(), torch.full((n,), samples))  # fmt: skip
+                 tokenizer.special.endoftext, waves.float(), torch.full((n,), samples),
+                 torch.tensor([i for c in ctc for i in c]), torch.tensor([len(c) for c in ctc]))  # fmt: skip
 
 
 def _sync(device: torch.device) -> None:
@@ -143,8 +149,12 @@ def main() -> None:
     vocab = len(json.loads((args.tokenizer / "tokenizer.json").read_text("utf-8"))["model"]["vocab"])
     model = build_model(official_config(recipe.model, tokenizer, vocab), tokenizer, recipe.model.init_std, 0)
     model = model.to(device).train()
-    head = CtcHead(recipe.model.encoder_dim, vocab, 0).to(device)
-    batch = _batch(tokenizer, vocab, args.batch_seconds, args.clip_s, seed=0)
+    if recipe.train.ctc_units == "tokens":
+        units = CtcUnits.tokens(tokenizer, vocab)
+    else:  # the demo's label count (its train readings have 164 characters), without reading them
+        units = CtcUnits.characters(["".join(chr(0x4E00 + i) for i in range(164))])
+    head = CtcHead(recipe.model.encoder_dim, units, recipe.train.ctc_upsample, 0).to(device)
+    batch = _batch(tokenizer, vocab, units, args.batch_seconds, args.clip_s, seed=0)
     results = [run_stage(name, recipe, model, head, batch, device, args.steps, args.top) for name in ("ctc", "asr")]
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "train_profile.json").write_text(json.dumps(results, indent=1) + "\n")

@@ -24,6 +24,7 @@ from speechkit.audio.features import num_audio_tokens
 from speechkit.errors import DataError
 from speechkit.text.prompts import COT_SEPARATOR, PromptSpec, Task, encode_prompt
 from speechkit.text.tokenizer import Tokenizer
+from speechkit.training.ctc import CtcUnits
 
 IGNORE = -100  # label of positions without loss (prompt, audio, padding)
 
@@ -39,6 +40,11 @@ class Row:
     tgt_lang: str | None
     text: str
     translation: str | None
+    speak: str = ""  # what the synthesizer read (kana, pinyin); empty: the transcript itself
+
+    @property
+    def reading(self) -> str:
+        return self.speak or self.text
 
 
 def read_rows(manifest: str | Path, with_audio: bool) -> list[Row]:
@@ -57,7 +63,7 @@ def read_rows(manifest: str | Path, with_audio: bool) -> list[Row]:
                 raise DataError(f"{path}:{number}: no audio_filepath/duration; synthesize the split first")
             audio = path.parent / d["audio_filepath"] if with_audio else None
             rows.append(Row(d["id"], audio, float(d.get("duration") or 0.0), d["src_lang"], d.get("tgt_lang"),
-                            d["text"], d.get("translation")))  # fmt: skip
+                            d["text"], d.get("translation"), d.get("speak") or ""))  # fmt: skip
     if not rows:
         raise DataError(f"{path}: no rows")
     return rows
@@ -122,14 +128,17 @@ class Batch:
     features: torch.Tensor | None  # (B, T, 80) float32 log-mel
     feature_lengths: torch.Tensor | None  # (B,) int64 valid frames
     asr_rows: torch.Tensor | None = None  # (B,) bool: the answer is the transcript (CTC applies)
-    pad_id: int = 0  # the padding id of input_ids (the CTC blank: never part of an answer)
+    pad_id: int = 0  # the padding id of input_ids
     waves: torch.Tensor | None = None  # (B, N) float32 16 kHz samples, right-padded with 0
     wave_lengths: torch.Tensor | None = None  # (B,) int64 valid samples
+    ctc_targets: torch.Tensor | None = None  # the ASR rows' CTC labels, concatenated (see CtcUnits)
+    ctc_target_lengths: torch.Tensor | None = None  # (ASR rows,) int64
 
     def to(self, device: torch.device) -> Batch:
         move = (lambda t: None if t is None else t.to(device, non_blocking=True))  # noqa: E731
         return Batch(move(self.input_ids), move(self.labels), move(self.features), move(self.feature_lengths),
-                     move(self.asr_rows), self.pad_id, move(self.waves), self.wave_lengths)  # fmt: skip
+                     move(self.asr_rows), self.pad_id, move(self.waves), self.wave_lengths,
+                     move(self.ctc_targets), move(self.ctc_target_lengths))  # fmt: skip
 
 
 class AudioStore:
@@ -168,11 +177,12 @@ def text_batch(token_lists: list[list[int]], pad_id: int) -> Batch:
 
 
 def speech_batch(rows: list[Row], tasks: list[Task], tokenizer: Tokenizer, frontend: LogMelFrontend | None,
-                 store: AudioStore | None = None) -> Batch:  # fmt: skip
+                 store: AudioStore | None = None, ctc: CtcUnits | None = None) -> Batch:  # fmt: skip
     """Prompted speech batch: loss on the answer tokens and the closing ``<|end|>`` only.
 
     Audio comes from ``store`` when given, else from the files. Without a ``frontend`` the batch carries
-    the padded waveforms instead of features (see :class:`Batch`).
+    the padded waveforms instead of features (see :class:`Batch`). With ``ctc`` units the batch carries
+    the ASR rows' CTC labels.
     """
     waves = [store[r.audio] if store is not None else load_audio(r.audio) for r in rows]
     seqs, labels = [], []
@@ -188,6 +198,11 @@ def speech_batch(rows: list[Row], tasks: list[Task], tokenizer: Tokenizer, front
         labels.append(target)
     pad = tokenizer.special.endoftext
     asr = torch.tensor([task is Task.ASR for task in tasks])
+    ctc_fields = {}
+    if ctc is not None:
+        labels_of = [ctc.encode(r.text, r.reading) for r, t in zip(rows, tasks, strict=True) if t is Task.ASR]
+        ctc_fields = {"ctc_targets": torch.tensor([i for seq in labels_of for i in seq], dtype=torch.int64),
+                      "ctc_target_lengths": torch.tensor([len(seq) for seq in labels_of], dtype=torch.int64)}
     if frontend is None:
         odd = [r.audio for r, w in zip(rows, waves, strict=True) if w.sample_rate != SAMPLE_RATE]
         if odd:
@@ -197,9 +212,10 @@ def speech_batch(rows: list[Row], tasks: list[Task], tokenizer: Tokenizer, front
         padded = torch.zeros(len(waves), int(lengths.max()), dtype=torch.float32)
         for i, wave in enumerate(waves):
             padded[i, : len(wave.samples)] = torch.from_numpy(wave.samples)
-        return Batch(_pad(seqs, pad), _pad(labels, IGNORE), None, None, asr, pad, padded, lengths)
+        return Batch(_pad(seqs, pad), _pad(labels, IGNORE), None, None, asr, pad, padded, lengths, **ctc_fields)
     feats = frontend([w.samples for w in waves], [w.sample_rate for w in waves])
-    return Batch(_pad(seqs, pad), _pad(labels, IGNORE), feats.values.float(), feats.lengths.long(), asr, pad)
+    return Batch(_pad(seqs, pad), _pad(labels, IGNORE), feats.values.float(), feats.lengths.long(), asr, pad,
+                 **ctc_fields)
 
 
 def with_features(batch: Batch, frontend: LogMelFrontend) -> Batch:

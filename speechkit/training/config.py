@@ -138,8 +138,16 @@ class TrainConfig:
     save_dtype: Literal["bfloat16", "float32"] = "bfloat16"  # official-layout weights
     shard_mb: int = 16  # official-layout shard size limit
     specaugment: SpecAugmentConfig = field(default_factory=SpecAugmentConfig)
+    # labels of the training-only CTC head (speechkit/training/ctc.py): "tokens" (the tokenizer's ids of
+    # the transcript) or "chars" (characters of the reading: kana for Japanese, pinyin for Mandarin),
+    # ``ctc_upsample`` labels per 80 ms encoder token
+    ctc_units: Literal["tokens", "chars"] = "tokens"
+    ctc_upsample: int = 1
 
     def __post_init__(self) -> None:
+        if self.ctc_units not in ("tokens", "chars") or self.ctc_upsample < 1:
+            raise ConfigError(f"train.ctc_units={self.ctc_units!r}, ctc_upsample={self.ctc_upsample}: "
+                              "choose tokens or chars, and an upsampling of at least 1")  # fmt: skip
         if not self.stages:
             raise ConfigError("train.stages: at least one stage is needed")
         names = [s.name for s in self.stages]

@@ -1,58 +1,122 @@
 """A training-only CTC output on the encoder: a direct, monotonic signal for an encoder trained from scratch.
 
 The released model has no CTC layer, so the head lives in the training state (saved for exact resume)
-and never in the exported checkpoint. Its blank is the batch's pad id (``<|endoftext|>``, never part of
-a transcript).
+and never in the exported checkpoint.
 
 Why a separate head: scored through the projector and the tied token embeddings instead (both start at
 std 0.02), the logits start near zero and CTC stays on the all-blank plateau; a plain linear layer on the
 encoder output fits 8 fixed utterances word for word in 150 CPU steps (recipes/synthetic_demo/RESULTS.md).
+
+What it emits (:class:`CtcUnits`): the tokenizer's ids of the transcript, or the characters of what was
+spoken (the reading: kana for Japanese, pinyin for Mandarin). On the demo's synthetic speech a 4-block
+encoder left the CTC plateau after ~400 small CPU steps on characters and not within 1,500 on the 6,000
+BPE ids. At 80 ms per encoder token a sentence read at 220 words a minute has more characters than
+tokens, so the head emits ``upsample`` labels per token.
 """
 
 from __future__ import annotations
+
+import unicodedata
+from collections.abc import Iterable
+from dataclasses import dataclass
+from functools import cached_property
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from speechkit.model.encoder import EncoderOutput
-from speechkit.training.batches import IGNORE, Batch
+from speechkit.text.tokenizer import Tokenizer
 
 STATE_PREFIX = "ctc_head."  # names of the head's parameters in the training state and optimizer
 
 
-class CtcHead(nn.Module):
-    """Linear map from encoder tokens (B, T', encoder_dim) to (B, T', vocab) logits, initialised from ``seed``."""
+def reading_chars(text: str) -> str:
+    """The CTC view of a reading: lower-cased letters, marks and digits (pinyin tones), single spaces."""
+    kept = "".join(c if unicodedata.category(c)[0] in "LMN" else " " for c in unicodedata.normalize("NFC", text))
+    return " ".join(kept.lower().split())
 
-    def __init__(self, encoder_dim: int, vocab_size: int, seed: int) -> None:
+
+@dataclass(frozen=True)
+class CtcUnits:
+    """The CTC label set: ``tokens`` (a tokenizer's ids of the transcript, blank = its ``<|endoftext|>``)
+    or ``chars`` (``chars[i]`` is label i + 1 of the reading's :func:`reading_chars`, blank = 0)."""
+
+    kind: str
+    size: int
+    blank: int
+    chars: tuple[str, ...] = ()
+    tokenizer: Tokenizer | None = None
+
+    @classmethod
+    def tokens(cls, tokenizer: Tokenizer, vocab_size: int) -> CtcUnits:
+        return cls("tokens", vocab_size, tokenizer.special.endoftext, tokenizer=tokenizer)
+
+    @classmethod
+    def characters(cls, readings: Iterable[str]) -> CtcUnits:
+        """The characters of ``readings`` (all training readings: a fixed corpus gives a fixed label set)."""
+        chars = tuple(sorted({c for text in readings for c in reading_chars(text)}))
+        return cls("chars", len(chars) + 1, 0, chars)
+
+    def target_text(self, text: str, reading: str) -> str:
+        """What the head should emit for an utterance with transcript ``text`` read as ``reading``."""
+        return text if self.kind == "tokens" else reading_chars(reading)
+
+    def encode(self, text: str, reading: str) -> list[int]:
+        if self.kind == "tokens":
+            return self.tokenizer.encode(text)
+        return [self._index[c] for c in reading_chars(reading) if c in self._index]
+
+    @cached_property
+    def _index(self) -> dict[str, int]:
+        return {c: i + 1 for i, c in enumerate(self.chars)}
+
+    def decode(self, labels: list[int]) -> str:
+        if self.kind == "tokens":
+            return self.tokenizer.decode(labels)
+        return "".join(self.chars[i - 1] for i in labels)
+
+
+class CtcHead(nn.Module):
+    """Linear map from encoder tokens (B, T', encoder_dim) to ``upsample`` x T' frames of ``units.size``
+    logits, initialised from ``seed``."""
+
+    def __init__(self, encoder_dim: int, units: CtcUnits, upsample: int, seed: int) -> None:
         super().__init__()
-        self.proj = nn.Linear(encoder_dim, vocab_size)
+        self.units, self.upsample = units, upsample
+        self.proj = nn.Linear(encoder_dim, upsample * units.size)
         gen = torch.Generator().manual_seed(seed)
         bound = 1 / encoder_dim**0.5
         with torch.no_grad():  # nn.Linear's own uniform init, drawn from a private generator
             self.proj.weight.copy_(torch.rand(self.proj.weight.shape, generator=gen) * 2 * bound - bound)
             self.proj.bias.zero_()
 
-    def loss(self, encoded: EncoderOutput, batch: Batch) -> torch.Tensor:
-        """Mean CTC (per target token, as ``F.ctc_loss``'s ``mean``) of the transcripts of ASR rows.
+    def logits(self, encoded: EncoderOutput) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B, upsample * T', size) logits and (B,) valid label frames."""
+        batch, tokens, _ = encoded.hidden.shape
+        out = self.proj(encoded.hidden).view(batch, tokens * self.upsample, self.units.size)
+        return out, encoded.lengths * self.upsample
 
-        The transcript is the answer tokens without the closing ``<|end|>``. Rows too short for their
-        transcript give zero (``zero_infinity``) instead of inf.
+    def loss(self, encoded: EncoderOutput, asr_rows: torch.Tensor, targets: torch.Tensor,
+             target_lengths: torch.Tensor) -> torch.Tensor:  # fmt: skip
+        """Mean CTC (per target label, as ``F.ctc_loss``'s ``mean``) of the ASR rows (``asr_rows`` (B,) bool).
+
+        ``targets``: the ASR rows' labels concatenated; ``target_lengths`` (R,). Rows too short for their
+        labels give zero (``zero_infinity``) instead of inf.
         """
-        rows = batch.asr_rows.nonzero().flatten()
-        logits = self.proj(encoded.hidden[rows].float())  # (R, T', vocab)
-        log_probs = logits.log_softmax(-1).transpose(0, 1)  # (T', R, vocab)
-        targets = [batch.labels[r][batch.labels[r] != IGNORE][:-1] for r in rows.tolist()]
-        target_lengths = torch.tensor([len(t) for t in targets], device=logits.device)
-        lengths = encoded.lengths.to(logits.device)[rows]
-        return F.ctc_loss(log_probs, torch.cat(targets), lengths, target_lengths, blank=batch.pad_id,
+        rows = asr_rows.nonzero().flatten()
+        hidden = EncoderOutput(encoded.hidden[rows].float(), encoded.lengths.to(rows.device)[rows])
+        logits, lengths = self.logits(hidden)
+        log_probs = logits.log_softmax(-1).transpose(0, 1)  # (frames, R, size)
+        return F.ctc_loss(log_probs, targets, lengths, target_lengths, blank=self.units.blank,
                           reduction="mean", zero_infinity=True)  # fmt: skip
 
-    def greedy(self, encoded: EncoderOutput, blank: int) -> list[list[int]]:
-        """Best-path transcripts (repeats merged, blanks dropped) of each item's valid encoder tokens."""
-        best = self.proj(encoded.hidden).argmax(-1).tolist()
+    def greedy(self, encoded: EncoderOutput) -> list[list[int]]:
+        """Best-path labels (repeats merged, blanks dropped) of each item's valid frames."""
+        logits, lengths = self.logits(encoded)
+        blank = self.units.blank
         return [[t for j, t in enumerate(path[:n]) if t != blank and (j == 0 or t != path[j - 1])]
-                for path, n in zip(best, encoded.lengths.tolist(), strict=True)]  # fmt: skip
+                for path, n in zip(logits.argmax(-1).tolist(), lengths.tolist(), strict=True)]  # fmt: skip
 
     def trainable(self) -> dict[str, nn.Parameter]:
         """The head's parameters under their training-state names."""

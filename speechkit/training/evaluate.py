@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import torch
 
 from speechkit.audio import LogMelFrontend, load_audio
@@ -55,10 +57,10 @@ def decode_records(model: SpeechModel, tokenizer: Tokenizer, rows: list[Row], ta
 
 
 @torch.inference_mode()
-def decode_ctc_records(model: SpeechModel, head: CtcHead, tokenizer: Tokenizer, rows: list[Row], blank: int,
-                       batch_size: int = 32) -> list[Record]:  # fmt: skip
+def decode_ctc_records(model: SpeechModel, head: CtcHead, rows: list[Row], batch_size: int = 32) -> list[Record]:
     """Greedy CTC transcripts of ``rows`` from the training-only head (best path, repeats merged,
-    blanks dropped), as ASR scoring records: shows whether the encoder hears before the decoder listens."""
+    blanks dropped), as ASR scoring records against what the head is taught (the transcript, or the
+    reading's characters): shows whether the encoder hears before the decoder listens."""
     device = model.decoder.embed_tokens.weight.device
     frontend = LogMelFrontend(device)
     records = []
@@ -66,9 +68,10 @@ def decode_ctc_records(model: SpeechModel, head: CtcHead, tokenizer: Tokenizer, 
         chunk = rows[i : i + batch_size]
         waves = [load_audio(r.audio) for r in chunk]
         feats = frontend([w.samples for w in waves], [w.sample_rate for w in waves])
-        paths = head.greedy(model.audio.encoder(feats.values, feats.lengths), blank)
-        decoded = [tokenizer.decode(path) for path in paths]
-        records += [_record(row, Task.ASR, None, text) for row, text in zip(chunk, decoded, strict=True)]
+        paths = head.greedy(model.audio.encoder(feats.values, feats.lengths))
+        for row, path in zip(chunk, paths, strict=True):
+            reference = dataclasses.replace(row, text=head.units.target_text(row.text, row.reading))
+            records.append(_record(reference, Task.ASR, None, head.units.decode(path)))
     return records
 
 
@@ -95,7 +98,7 @@ def evaluate_dev(model: SpeechModel, tokenizer: Tokenizer, rows: list[Row], task
             for task in tasks:
                 out[task.value] = _per_lang(decode_records(model, tokenizer, rows, task))
             if head is not None:
-                out["ctc"] = _per_lang(decode_ctc_records(model, head, tokenizer, rows, tokenizer.special.endoftext))
+                out["ctc"] = _per_lang(decode_ctc_records(model, head, rows))
     finally:
         model.train(was_training)
         if head is not None:

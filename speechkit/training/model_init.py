@@ -17,6 +17,7 @@ from speechkit.model.config import SpeechModelConfig
 from speechkit.model.encoder import GlobalNorm
 from speechkit.model.lora import LoRALinear
 from speechkit.model.speech_model import SpeechModel
+from speechkit.model.subsampling import ConvSubsampling
 from speechkit.testing.checkpoint import released_config
 from speechkit.text.tokenizer import Tokenizer
 from speechkit.training.config import ModelSpec
@@ -85,6 +86,26 @@ def init_weights_(model: nn.Module, std: float, seed: int) -> None:
         elif isinstance(module, GlobalNorm):
             module.global_mean.zero_()
             module.global_invstd.fill_(1.0)
+    init_subsampling_(model.audio.encoder.embed, gen)
+
+
+@torch.no_grad()
+def init_subsampling_(embed: ConvSubsampling, gen: torch.Generator) -> None:
+    """He-normal convolutions (gain sqrt(2) before a ReLU, 1 before the pointwise conv that follows a
+    depthwise one) and a 1/sqrt(fan_in) output projection: normalised log-mel keeps unit scale to the first
+    block. PyTorch's conv default and N(0, 0.02) shrank it to std 0.05 at width 256, and the encoder then
+    stayed on the CTC plateau (a char CTC probe left it by step ~400 with this init, not by 1,500 without:
+    recipes/synthetic_demo/RESULTS.md)."""
+    layers = list(embed.conv)
+    for i, layer in enumerate(layers):
+        if isinstance(layer, nn.Conv2d):
+            before_relu = i + 1 < len(layers) and isinstance(layers[i + 1], nn.ReLU)
+            fan_in = layer.weight[0].numel()
+            gain = math.sqrt(2.0) if before_relu else 1.0
+            layer.weight.copy_(torch.randn(layer.weight.shape, generator=gen) * gain / math.sqrt(fan_in))
+            layer.bias.zero_()
+    out = embed.out
+    out.weight.copy_(torch.randn(out.weight.shape, generator=gen) / math.sqrt(out.in_features))
 
 
 def _scale(name: str, std: float, layers: int) -> float:

@@ -42,7 +42,7 @@ from speechkit.training.batches import (
     worker_init,
 )  # fmt: skip
 from speechkit.training.config import StageConfig, TrainConfig, to_dict
-from speechkit.training.ctc import STATE_PREFIX, CtcHead
+from speechkit.training.ctc import STATE_PREFIX, CtcHead, CtcUnits
 from speechkit.training.evaluate import dev_subset, evaluate_dev
 from speechkit.training.model_init import set_feature_stats_
 from speechkit.training.optim import build_optimizer, lr_at, select_trainable, spec_augment
@@ -78,8 +78,9 @@ class _StageData:
     the training device."""
 
     def __init__(self, stage: StageConfig, setup: TrainSetup, paths: DataPaths, seed: int,
-                 store: AudioStore | None, features_on_device: bool) -> None:  # fmt: skip
+                 store: AudioStore | None, features_on_device: bool, ctc: CtcUnits | None) -> None:  # fmt: skip
         self.stage, self.seed, self.tokenizer, self.store = stage, seed, setup.tokenizer, store
+        self.ctc = ctc if stage.ctc_weight else None
         self.device_frontend = LogMelFrontend(setup.device) if features_on_device else None
         if stage.data == "text":
             if paths.text is None:
@@ -102,7 +103,7 @@ class _StageData:
             return text_batch([self.tokens[i] for i in indices], self.tokenizer.special.endoftext)
         rows = [self.rows[i] for i in indices]
         tasks = [choose_task(self.stage.tasks, self.seed, epoch, r.id) for r in rows]
-        return speech_batch(rows, tasks, self.tokenizer, self.frontend, self.store)
+        return speech_batch(rows, tasks, self.tokenizer, self.frontend, self.store, self.ctc)
 
     def finish(self, batch: Batch, device: torch.device) -> Batch:
         """``batch`` on ``device``, with features computed there if it carries waveforms."""
@@ -137,7 +138,8 @@ def _loss(model: SpeechModel, head: CtcHead | None, batch: Batch, cfg: TrainConf
         ce = F.cross_entropy(logits.float().flatten(0, 1), batch.labels.flatten(), ignore_index=IGNORE)
         loss = loss + stage.ce_weight * ce
     if stage.ctc_weight and encoded is not None and batch.asr_rows is not None and bool(batch.asr_rows.any()):
-        loss = loss + stage.ctc_weight * head.loss(encoded, batch)
+        ctc = head.loss(encoded, batch.asr_rows, batch.ctc_targets, batch.ctc_target_lengths)
+        loss = loss + stage.ctc_weight * ctc
     return loss
 
 
@@ -174,7 +176,8 @@ def train(
     model = setup.model.to(setup.device).train()
     head = None
     if any(stage.ctc_weight for stage in cfg.stages):
-        head = CtcHead(model.config.encoder.attention_dim, model.config.decoder.vocab_size, cfg.seed)
+        units = ctc_units(cfg, setup.tokenizer, model.config.decoder.vocab_size, paths)
+        head = CtcHead(model.config.encoder.attention_dim, units, cfg.ctc_upsample, cfg.seed)
         head = head.to(setup.device).train()
     extra = {STATE_PREFIX: head} if head is not None else {}
     position, history, saved = ckpt.Position(), [], None
@@ -206,6 +209,18 @@ def train(
     return history
 
 
+def ctc_units(cfg: TrainConfig, tokenizer: Tokenizer, vocab_size: int, paths: DataPaths) -> CtcUnits:
+    """The CTC head's labels. Characters come from the readings of the text manifest (the train split,
+    there before synthesis ends), else of the train manifest: the same data gives the same label set,
+    so a resumed run's head has its saved shape."""
+    if cfg.ctc_units == "tokens":
+        return CtcUnits.tokens(tokenizer, vocab_size)
+    source = paths.text or paths.train
+    if source is None:
+        raise ConfigError("train.ctc_units=chars needs the text or train manifest for its characters")
+    return CtcUnits.characters(r.reading for r in read_rows(source, False))
+
+
 def _run_stage(cfg, setup, extra, store, paths, run_dir, position, saved, history, dev, stop_at_step, on_record):
     stage = cfg.stages[position.stage]
     model = setup.model
@@ -217,7 +232,8 @@ def _run_stage(cfg, setup, extra, store, paths, run_dir, position, saved, histor
     optimizer = build_optimizer(params, stage, cfg.betas, cfg.eps)
     if saved is not None:
         ckpt.load_optimizer_state(saved, optimizer, names)
-    data = _StageData(stage, setup, paths, cfg.seed + position.stage, store, cfg.features_on_device)
+    data = _StageData(stage, setup, paths, cfg.seed + position.stage, store, cfg.features_on_device,
+                      head.units if head is not None else None)  # fmt: skip
     if stage.init_feature_stats and position.step == 0:
         first = data.finish(data.build(0, list(range(min(FEATURE_STATS_ROWS, len(data.rows))))), setup.device)
         set_feature_stats_(model, first.features.cpu(), first.feature_lengths.cpu())
