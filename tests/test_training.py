@@ -18,6 +18,7 @@ from speechkit.model.loader import load_speech_model
 from speechkit.testing.audio import speechlike
 from speechkit.text.tokenizer import Tokenizer
 from speechkit.training.config import ModelSpec, SpecAugmentConfig, StageConfig, TrainConfig, apply_overrides, from_dict
+from speechkit.training.batches import IGNORE
 from speechkit.training.ctc import CtcHead, CtcUnits
 from speechkit.training.data.tokenizer import train_tokenizer
 from speechkit.training.model_init import build_model, official_config
@@ -260,3 +261,28 @@ def test_subsampling_init_keeps_the_audio_scale(corpus: Path) -> None:
     with torch.no_grad():
         out, _ = embed(torch.randn(4, 400, 80, generator=torch.Generator().manual_seed(0)), None)
     assert 0.5 < float(out.std()) < 2.0
+
+
+def test_reading_exercises_fill_the_audio_slots_with_the_sentence(corpus: Path, tmp_path: Path) -> None:
+    from speechkit.training.batches import reading_batch
+
+    setup = _setup(corpus)
+    tok = setup.tokenizer
+    sentences = [tok.encode(t) + [tok.special.endoftext] for t in ("Click OK.", "Open the file menu.")]
+    batch = reading_batch(sentences, [True, False], tok, stretch=3)
+    n = len(sentences[0]) - 1
+    assert batch.reading_lengths.tolist() == [3 * n]
+    assert batch.reading_ids[0].tolist() == [t for t in sentences[0][:-1] for _ in range(3)]
+    assert int((batch.input_ids[0] == tok.special.audio).sum()) == 3 * n
+    answer = batch.labels[0][batch.labels[0] != IGNORE].tolist()
+    assert answer == sentences[0][:-1] + [tok.special.end]  # loss on the sentence and <|end|> only
+    lm = batch.labels[1][batch.labels[1] != IGNORE].tolist()
+    assert lm == sentences[1][1:]  # the other row stays language modelling
+    # a text stage of reading exercises runs, and its loss falls
+    stage = StageConfig("text", "text", ("decoder",), max_steps=6, lr=1e-2, warmup_steps=1, min_lr_ratio=1.0,
+                        batch_tokens=4096, reading_fraction=0.5)  # fmt: skip
+    cfg = TrainConfig(stages=(stage,), precision="fp32", log_every=1)
+    losses = list(_losses(train(cfg, setup, DataPaths(text=corpus / "train.jsonl"), tmp_path)).values())
+    assert losses[-1] < 0.8 * losses[0], losses
+    with pytest.raises(ConfigError, match="reading_fraction=0.5 needs 0..1, text data"):
+        StageConfig("s", "speech", ("encoder",), reading_fraction=0.5)

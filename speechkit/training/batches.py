@@ -69,7 +69,7 @@ def read_rows(manifest: str | Path, with_audio: bool) -> list[Row]:
     return rows
 
 
-def _unit(*parts: object) -> float:
+def unit_interval(*parts: object) -> float:
     """A deterministic number in [0, 1) from its parts (stable across processes, unlike hash())."""
     digest = hashlib.blake2b(repr(parts).encode(), digest_size=8).digest()
     return int.from_bytes(digest, "little") / 2**64
@@ -81,7 +81,7 @@ def plan_batches(costs: Sequence[float], budget: float, seed: int, epoch: int) -
     Items are sorted by cost with a random tie-break of up to 5 %, so similar lengths share a batch
     but the neighbours change between epochs. An item costing more than ``budget`` forms its own batch.
     """
-    order = sorted(range(len(costs)), key=lambda i: costs[i] * (1 + 0.05 * _unit(seed, epoch, i)))
+    order = sorted(range(len(costs)), key=lambda i: costs[i] * (1 + 0.05 * unit_interval(seed, epoch, i)))
     batches: list[list[int]] = []
     current: list[int] = []
     for i in order:
@@ -91,13 +91,13 @@ def plan_batches(costs: Sequence[float], budget: float, seed: int, epoch: int) -
         current.append(i)
     if current:
         batches.append(current)
-    batches.sort(key=lambda b: _unit(seed, epoch, "batch", b[0]))
+    batches.sort(key=lambda b: unit_interval(seed, epoch, "batch", b[0]))
     return batches
 
 
 def choose_task(tasks: dict[str, float], seed: int, epoch: int, uid: str) -> Task:
     """The task of an utterance in an epoch, drawn with the stage's weights."""
-    u = _unit(seed, epoch, "task", uid) * sum(tasks.values())
+    u = unit_interval(seed, epoch, "task", uid) * sum(tasks.values())
     for name, weight in tasks.items():
         u -= weight
         if u < 0:
@@ -133,12 +133,15 @@ class Batch:
     wave_lengths: torch.Tensor | None = None  # (B,) int64 valid samples
     ctc_targets: torch.Tensor | None = None  # the ASR rows' CTC labels, concatenated (see CtcUnits)
     ctc_target_lengths: torch.Tensor | None = None  # (ASR rows,) int64
+    reading_ids: torch.Tensor | None = None  # (reading rows, S) token ids whose embeddings fill the audio slots
+    reading_lengths: torch.Tensor | None = None  # (reading rows,) int64 audio slots of each
 
     def to(self, device: torch.device) -> Batch:
         move = (lambda t: None if t is None else t.to(device, non_blocking=True))  # noqa: E731
         return Batch(move(self.input_ids), move(self.labels), move(self.features), move(self.feature_lengths),
                      move(self.asr_rows), self.pad_id, move(self.waves), self.wave_lengths,
-                     move(self.ctc_targets), move(self.ctc_target_lengths))  # fmt: skip
+                     move(self.ctc_targets), move(self.ctc_target_lengths), move(self.reading_ids),
+                     self.reading_lengths)  # fmt: skip
 
 
 class AudioStore:
@@ -174,6 +177,33 @@ def text_batch(token_lists: list[list[int]], pad_id: int) -> Batch:
     ids = _pad(token_lists, pad_id)
     labels = _pad([s[1:] + [IGNORE] for s in token_lists], IGNORE)
     return Batch(ids, labels, None, None, None, pad_id)
+
+
+def reading_batch(token_lists: list[list[int]], reading: list[bool], tokenizer: Tokenizer, stretch: int) -> Batch:
+    """Text batch mixing language modelling (``reading[i]`` False: predict every token after the first) and
+    reading exercises (True): the ASR prompt with ``stretch`` audio slots per token of the sentence, loss on
+    the sentence and ``<|end|>``. The slots are filled with the sentence's token embeddings in training
+    (``reading_ids``), so the decoder learns to read its audio slots in order before any audio exists.
+    ``token_lists`` end with ``<|endoftext|>``, which a reading exercise replaces by ``<|end|>``.
+    """
+    pad = tokenizer.special.endoftext
+    seqs, labels, slots = [], [], []
+    prompt_text = PromptSpec(Task.ASR).text()
+    for tokens, read in zip(token_lists, reading, strict=True):
+        if not read:
+            seqs.append(tokens)
+            labels.append(tokens[1:] + [IGNORE])
+            continue
+        answer = tokens[:-1] + [tokenizer.special.end]
+        prompt = encode_prompt(tokenizer, prompt_text, stretch * (len(tokens) - 1))
+        seqs.append(prompt + answer)
+        labels.append([IGNORE] * (len(prompt) - 1) + answer + [IGNORE])
+        slots.append([t for t in tokens[:-1] for _ in range(stretch)])
+    if not slots:
+        return Batch(_pad(seqs, pad), _pad(labels, IGNORE), None, None, None, pad)
+    lengths = torch.tensor([len(s) for s in slots], dtype=torch.int64)
+    return Batch(_pad(seqs, pad), _pad(labels, IGNORE), None, None, None, pad, reading_ids=_pad(slots, pad),
+                 reading_lengths=lengths)  # fmt: skip
 
 
 def speech_batch(rows: list[Row], tasks: list[Task], tokenizer: Tokenizer, frontend: LogMelFrontend | None,

@@ -86,6 +86,12 @@ class StageConfig:
     weight_decay: float = 0.01
     batch_seconds: float = 300.0  # speech: padded audio seconds per batch
     batch_tokens: int = 16384  # text: padded tokens per batch
+    # text stages: share of sentences turned into reading exercises (speechkit.training.batches.reading_batch):
+    # the ASR prompt with the sentence's own token embeddings, each repeated ``reading_stretch`` times and
+    # noised, in the audio slots. A decoder trained on single sentences never learns to copy from its
+    # prompt, and on synthetic speech it then memorised transcripts instead of reading the audio.
+    reading_fraction: float = 0.0
+    reading_stretch: int = 3
     init_feature_stats: bool = False  # set the encoder's mel mean/invstd from this stage's data first
     # weight of an auxiliary CTC loss on the encoder output of ASR rows, through a training-only linear
     # head (speechkit/training/ctc.py; never exported): a direct, monotonic signal for a from-scratch
@@ -109,6 +115,10 @@ class StageConfig:
             raise ConfigError(f"stage {self.name}: tasks={self.tasks}; names {TASK_NAMES}, weights >= 0")
         if self.ctc_weight < 0 or (self.ctc_weight and self.data != "speech"):
             raise ConfigError(f"stage {self.name}: ctc_weight={self.ctc_weight} needs >= 0 and a speech stage")
+        if not 0 <= self.reading_fraction <= 1 or (self.reading_fraction and self.data != "text"):
+            raise ConfigError(f"stage {self.name}: reading_fraction={self.reading_fraction} needs 0..1, text data")
+        if self.reading_stretch < 1:
+            raise ConfigError(f"stage {self.name}: reading_stretch={self.reading_stretch} must be at least 1")
         if self.ce_weight < 0 or (self.ce_weight == 0 and not self.ctc_weight):
             raise ConfigError(f"stage {self.name}: ce_weight={self.ce_weight} needs >= 0, and ctc_weight > 0 if 0")
         if self.max_steps < 1 or self.warmup_steps < 0 or self.lr <= 0 or self.max_seconds < 0:

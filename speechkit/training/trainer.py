@@ -36,8 +36,10 @@ from speechkit.training.batches import (
     choose_task,
     plan_batches,
     read_rows,
+    reading_batch,
     speech_batch,
     text_batch,
+    unit_interval,
     with_features,
     worker_init,
 )  # fmt: skip
@@ -100,7 +102,10 @@ class _StageData:
 
     def build(self, epoch: int, indices: list[int]) -> Batch:
         if self.stage.data == "text":
-            return text_batch([self.tokens[i] for i in indices], self.tokenizer.special.endoftext)
+            if not self.stage.reading_fraction:
+                return text_batch([self.tokens[i] for i in indices], self.tokenizer.special.endoftext)
+            reading = [unit_interval(self.seed, epoch, "reading", i) < self.stage.reading_fraction for i in indices]
+            return reading_batch([self.tokens[i] for i in indices], reading, self.tokenizer, self.stage.reading_stretch)
         rows = [self.rows[i] for i in indices]
         tasks = [choose_task(self.stage.tasks, self.seed, epoch, r.id) for r in rows]
         return speech_batch(rows, tasks, self.tokenizer, self.frontend, self.store, self.ctc)
@@ -131,6 +136,8 @@ def _loss(model: SpeechModel, head: CtcHead | None, batch: Batch, cfg: TrainConf
             encoded = model.audio.encoder(feats, batch.feature_lengths)
         if stage.ce_weight:
             audio = None if encoded is None else EncoderOutput(model.audio.projector(encoded.hidden), encoded.lengths)
+            if batch.reading_ids is not None:
+                audio = _reading_slots(model, batch, seed)
             embeds = model.embed_inputs(batch.input_ids, audio)
             positions = torch.arange(embeds.shape[1], device=device).expand(embeds.shape[0], -1)
             logits = model.decoder.logits(model.decoder(embeds, positions))
@@ -141,6 +148,18 @@ def _loss(model: SpeechModel, head: CtcHead | None, batch: Batch, cfg: TrainConf
         ctc = head.loss(encoded, batch.asr_rows, batch.ctc_targets, batch.ctc_target_lengths)
         loss = loss + stage.ctc_weight * ctc
     return loss
+
+
+READING_NOISE = 0.5  # std of the noise on reading-exercise slots, relative to the embeddings' std
+
+
+def _reading_slots(model: SpeechModel, batch: Batch, seed: int) -> EncoderOutput:
+    """The audio slots of reading exercises: their token embeddings (no gradient through this path), plus
+    Gaussian noise drawn from ``seed`` so that copying one slot is not enough."""
+    clean = model.decoder.embed(batch.reading_ids).detach()
+    gen = torch.Generator(clean.device).manual_seed(seed)
+    noise = torch.randn(clean.shape, generator=gen, device=clean.device, dtype=clean.dtype)
+    return EncoderOutput(clean + READING_NOISE * clean.std() * noise, batch.reading_lengths)
 
 
 def _step(model, head, batch, optimizer, params, cfg: TrainConfig, stage: StageConfig, lr: float,
