@@ -167,14 +167,21 @@ class LogMelFrontend:
         win, hop = _window_and_hop(sample_rate)
         window = self._np_windows[sample_rate]
         n = (wave.size - win) // hop + 1
-        emph = (wave[1:] - np.float32(PREEMPHASIS) * wave[:-1]) * np.float32(INT16_SCALE)  # float32, (N - 1,)
+        # float32 pre-emphasis in place, one buffer (N - 1,): emph[i] is sample i + 1
+        emph = np.multiply(wave[:-1], np.float32(PREEMPHASIS))
+        np.subtract(wave[1:], emph, out=emph)
+        emph *= np.float32(INT16_SCALE)
         frames = np.empty((n, _fft_size(sample_rate)))
         frames[:, win:] = 0.0
         # float32 samples times the float64 window (exact widening, one rounding), as the official frames
         strided = torch.from_numpy(emph).unfold(0, win - 1, hop).numpy()  # a view; numpy's helpers cost more
         np.multiply(strided, window[1:], out=frames[:, 1:win])
+        # the official filter restarts in every frame: the first sample's predecessor is itself
         starts = wave[: n * hop : hop]
-        frames[:, 0] = (starts - np.float32(PREEMPHASIS) * starts) * np.float32(INT16_SCALE) * window[0]
+        first = np.multiply(starts, np.float32(PREEMPHASIS))
+        np.subtract(starts, first, out=first)
+        first *= np.float32(INT16_SCALE)
+        np.multiply(first, window[0], out=frames[:, 0])
         spec = torch.fft.rfft(torch.from_numpy(frames)).numpy().view(np.float64)  # (T, 2 * bins): re, im, re, ...
         np.square(spec, out=spec)
         power = np.empty((n, spec.shape[1] // 2), dtype=np.float32)
