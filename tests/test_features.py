@@ -133,3 +133,13 @@ def test_padded_batch_equals_items_one_by_one() -> None:
     torch.testing.assert_close(batched.values, one_by_one.values, rtol=0, atol=1e-5)
     with pytest.raises(AudioError, match="shorter than one 25 ms window"):
         frontend.padded(padded, torch.tensor([399, 800, 800, 800]))
+
+
+def test_short_path_matches_long_path() -> None:
+    # inputs up to 512 frames take the numpy path; it must compute what the chunked torch path does
+    from speechkit.testing.audio import speechlike
+
+    frontend = LogMelFrontend()
+    long = speechlike(6.0, seed=3)  # 598 frames: the torch path
+    short = long[: 160 * 511 + 400]  # 512 frames: the numpy path
+    torch.testing.assert_close(frontend.utterance(short), frontend.utterance(long)[:512], rtol=0, atol=1e-5)

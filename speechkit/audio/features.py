@@ -161,8 +161,8 @@ class LogMelFrontend:
         """``utterance`` of a short float32 input on the CPU: the same steps with numpy's cheaper small ops.
 
         A 1 s clip is a hundred frames, where torch's per-op cost is a third of the time. The FFT and
-        the matmul stay in torch (MKL: a quarter faster than numpy's pocketfft here, and the long path's
-        FFT); the float64 spectra round to the same float32 power either way.
+        the matmul stay in torch: the long path's own (MKL on x86, a quarter faster than numpy's
+        pocketfft at 98 frames); the two float64 FFTs differ at 1e-16, far below the float32 power.
         """
         win, hop = _window_and_hop(sample_rate)
         window = self._np_windows[sample_rate]
