@@ -274,6 +274,9 @@ def _run_stage(cfg, setup, extra, store, paths, run_dir, position, saved, histor
         clock = stage.max_seconds > 0 and pos.elapsed_s >= stage.max_seconds
         return pos.step >= stage.max_steps or clock
 
+    # wall clock of this process in the stage, beside elapsed_s (training steps only): the gap is time spent
+    # waiting for batches and evaluating (run 7's text stage: 142 s of wall for 85 s of steps)
+    wall_start = time.perf_counter()
     while not finished(position):
         # plain text batches are cheap to build; reading exercises (prompts) took 57 s of run 7's 142 s text stage
         workers = cfg.num_workers if stage.data == "speech" or stage.reading_fraction else 0
@@ -291,7 +294,8 @@ def _run_stage(cfg, setup, extra, store, paths, run_dir, position, saved, histor
             done = finished(position)
             if position.step % cfg.log_every == 0 or done or position.step == 1:
                 record({"global_step": position.global_step, "stage": stage.name, "step": position.step, "loss": loss,
-                        "lr": lr, "grad_norm": norm, "elapsed_s": round(position.elapsed_s, 2)})  # fmt: skip
+                        "lr": lr, "grad_norm": norm, "elapsed_s": round(position.elapsed_s, 2),
+                        "wall_s": round(time.perf_counter() - wall_start, 2)})  # fmt: skip
             periodic = stage.eval_every and position.step % stage.eval_every == 0
             if dev and stage.data == "speech" and (periodic or done):
                 _evaluate(model, head, setup, stage, dev, position, record)
