@@ -35,15 +35,18 @@ SHORT_S = 3.5
 
 @torch.no_grad()
 def encode_all(model, frontend: LogMelFrontend, rows, batch: int = 64) -> list[torch.Tensor]:
-    """Encoder outputs (T'_i, encoder_dim) of every row, kept on the model's device."""
+    """Encoder outputs (T'_i, encoder_dim) of every row, kept on the model's device. Batches are formed in
+    duration order (little padding), the outputs returned in row order."""
     with ThreadPoolExecutor(8) as pool:
         waves = list(pool.map(lambda r: load_audio(r.audio), rows))
-    out = []
-    for i in range(0, len(waves), batch):
-        chunk = waves[i : i + batch]
-        feats = frontend([w.samples for w in chunk], [w.sample_rate for w in chunk])
+    order = sorted(range(len(rows)), key=lambda i: rows[i].duration)
+    out: list[torch.Tensor | None] = [None] * len(rows)
+    for start in range(0, len(order), batch):
+        chunk = order[start : start + batch]
+        feats = frontend([waves[i].samples for i in chunk], [waves[i].sample_rate for i in chunk])
         encoded = model.audio.encoder(feats.values, feats.lengths)
-        out += [encoded.hidden[j, :n].clone() for j, n in enumerate(encoded.lengths.tolist())]
+        for j, (i, n) in enumerate(zip(chunk, encoded.lengths.tolist(), strict=True)):
+            out[i] = encoded.hidden[j, :n].clone()
     return out
 
 
