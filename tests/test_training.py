@@ -17,8 +17,8 @@ from speechkit.errors import ConfigError
 from speechkit.model.loader import load_speech_model
 from speechkit.testing.audio import speechlike
 from speechkit.text.tokenizer import Tokenizer
-from speechkit.training.config import ModelSpec, SpecAugmentConfig, StageConfig, TrainConfig, apply_overrides, from_dict
 from speechkit.training.batches import IGNORE
+from speechkit.training.config import ModelSpec, SpecAugmentConfig, StageConfig, TrainConfig, apply_overrides, from_dict
 from speechkit.training.ctc import CtcHead, CtcUnits
 from speechkit.training.data.tokenizer import train_tokenizer
 from speechkit.training.model_init import build_model, official_config
@@ -264,12 +264,12 @@ def test_subsampling_init_keeps_the_audio_scale(corpus: Path) -> None:
 
 
 def test_reading_exercises_fill_the_audio_slots_with_the_sentence(corpus: Path, tmp_path: Path) -> None:
-    from speechkit.training.batches import reading_batch
+    from speechkit.training.batches import text_batch
 
     setup = _setup(corpus)
     tok = setup.tokenizer
     sentences = [tok.encode(t) + [tok.special.endoftext] for t in ("Click OK.", "Open the file menu.")]
-    batch = reading_batch(sentences, [True, False], tok, stretch=3)
+    batch = text_batch(sentences, tok, [True, False], stretch=3)
     n = len(sentences[0]) - 1
     assert batch.reading_lengths.tolist() == [3 * n]
     assert batch.reading_ids[0].tolist() == [t for t in sentences[0][:-1] for _ in range(3)]

@@ -172,16 +172,10 @@ def _pad(seqs: list[list[int]], value: int) -> torch.Tensor:
     return torch.tensor([s + [value] * (width - len(s)) for s in seqs], dtype=torch.int64)
 
 
-def text_batch(token_lists: list[list[int]], pad_id: int) -> Batch:
-    """Language-model batch: predict every token after the first."""
-    ids = _pad(token_lists, pad_id)
-    labels = _pad([s[1:] + [IGNORE] for s in token_lists], IGNORE)
-    return Batch(ids, labels, None, None, None, pad_id)
-
-
-def reading_batch(token_lists: list[list[int]], reading: list[bool], tokenizer: Tokenizer, stretch: int) -> Batch:
-    """Text batch mixing language modelling (``reading[i]`` False: predict every token after the first) and
-    reading exercises (True): the ASR prompt with ``stretch`` audio slots per token of the sentence, loss on
+def text_batch(token_lists: list[list[int]], tokenizer: Tokenizer, reading: list[bool] | None = None,
+               stretch: int = 1) -> Batch:  # fmt: skip
+    """Text batch: language modelling (predict every token after the first), or where ``reading[i]`` is
+    True a reading exercise: the ASR prompt with ``stretch`` audio slots per token of the sentence, loss on
     the sentence and ``<|end|>``. The slots are filled with the sentence's token embeddings in training
     (``reading_ids``), so the decoder learns to read its audio slots in order before any audio exists.
     ``token_lists`` end with ``<|endoftext|>``, which a reading exercise replaces by ``<|end|>``.
@@ -189,7 +183,7 @@ def reading_batch(token_lists: list[list[int]], reading: list[bool], tokenizer: 
     pad = tokenizer.special.endoftext
     seqs, labels, slots = [], [], []
     prompt_text = PromptSpec(Task.ASR).text()
-    for tokens, read in zip(token_lists, reading, strict=True):
+    for tokens, read in zip(token_lists, reading or [False] * len(token_lists), strict=True):
         if not read:
             seqs.append(tokens)
             labels.append(tokens[1:] + [IGNORE])

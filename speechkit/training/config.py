@@ -86,7 +86,7 @@ class StageConfig:
     weight_decay: float = 0.01
     batch_seconds: float = 300.0  # speech: padded audio seconds per batch
     batch_tokens: int = 16384  # text: padded tokens per batch
-    # text stages: share of sentences turned into reading exercises (speechkit.training.batches.reading_batch):
+    # text stages: share of sentences turned into reading exercises (speechkit.training.batches.text_batch):
     # the ASR prompt with the sentence's own token embeddings, each repeated ``reading_stretch`` times and
     # noised, in the audio slots. A decoder trained on single sentences never learns to copy from its
     # prompt, and on synthetic speech it then memorised transcripts instead of reading the audio.

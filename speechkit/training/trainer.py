@@ -36,7 +36,6 @@ from speechkit.training.batches import (
     choose_task,
     plan_batches,
     read_rows,
-    reading_batch,
     speech_batch,
     text_batch,
     unit_interval,
@@ -102,10 +101,9 @@ class _StageData:
 
     def build(self, epoch: int, indices: list[int]) -> Batch:
         if self.stage.data == "text":
-            if not self.stage.reading_fraction:
-                return text_batch([self.tokens[i] for i in indices], self.tokenizer.special.endoftext)
-            reading = [unit_interval(self.seed, epoch, "reading", i) < self.stage.reading_fraction for i in indices]
-            return reading_batch([self.tokens[i] for i in indices], reading, self.tokenizer, self.stage.reading_stretch)
+            fraction = self.stage.reading_fraction
+            reading = [unit_interval(self.seed, epoch, "reading", i) < fraction for i in indices] if fraction else None
+            return text_batch([self.tokens[i] for i in indices], self.tokenizer, reading, self.stage.reading_stretch)
         rows = [self.rows[i] for i in indices]
         tasks = [choose_task(self.stage.tasks, self.seed, epoch, r.id) for r in rows]
         return speech_batch(rows, tasks, self.tokenizer, self.frontend, self.store, self.ctc)
