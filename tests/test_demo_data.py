@@ -249,3 +249,35 @@ def test_recipe_config_parses_and_rejects_unknown_keys(tmp_path: Path):
 def test_data_config_errors(kwargs, message):
     with pytest.raises(ConfigError, match=message):
         DataConfig(**kwargs)
+
+
+def test_spliced_rows_are_new_asr_only_sentences_from_train_words():
+    pytest.importorskip("MeCab")
+    pytest.importorskip("ipadic")
+    from speechkit.training.data.splice import spliced_rows
+
+    cfg = _cfg(test_per_lang=10, dev_per_lang=5)
+    split = split_groups(_groups(120), cfg)
+    train_rows = utterance_rows(split.train, "train", 50, cfg)
+    train_words = {w.strip(".") for r in train_rows for w in r["text"].split()}
+    spliced = spliced_rows(train_rows, 7, cfg)
+    assert spliced == spliced_rows(list(train_rows), 7, cfg)  # deterministic
+    assert [sum(r["src_lang"] == lang for r in spliced) for lang in cfg.langs] == [7, 7, 7]
+    natural = {r["text"] for r in train_rows}
+    for row in spliced:
+        record = record_from_dict(row, "row")
+        assert record.task == "asr" and record.translation is None and record.tgt_lang is None
+        assert row["id"].startswith(f"train-{row['src_lang']}-s") and row["speak"]
+        assert row["voice"].partition("+")[2] in ("", *cfg.train_variants)
+        if row["src_lang"] != "ja":
+            assert {w.strip(".").lower() for w in row["text"].split()} <= {w.lower() for w in train_words}
+    assert len({r["text"] for r in spliced} - natural) >= 15  # new sentences, not copies
+
+
+def test_splice_units_follow_the_script():
+    from speechkit.training.data.splice import join_units, sentence_units
+
+    assert sentence_units("Click OK, then close.", "en") == [["Click", "OK", "then", "close"]]
+    assert sentence_units("选择“格式”菜单。打开", "zh") == [list("选择"), list("格式"), list("菜单"), list("打开")]
+    assert join_units(["click", "the", "button"], "en") == "Click the button."
+    assert join_units(list("打开菜单"), "zh") == "打开菜单。"

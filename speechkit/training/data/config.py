@@ -42,6 +42,8 @@ class DataConfig:
         train_variants / heldout_variants: voice variants of train+dev and of test; they must not overlap.
         speed_wpm / pitch: inclusive ranges drawn from per utterance (espeak-ng ``-s`` and ``-p``).
         clean: sentence length limits.
+        spliced_per_lang: extra train utterances per language joined from spans of train sentences
+            (``speechkit.training.data.splice``), transcribed only; 0 for none.
     """
 
     langs: tuple[str, ...] = LANGS
@@ -56,6 +58,7 @@ class DataConfig:
     speed_wpm: tuple[int, int] = (140, 220)
     pitch: tuple[int, int] = (30, 70)
     clean: CleanConfig = field(default_factory=CleanConfig)
+    spliced_per_lang: int = 0
 
     def __post_init__(self) -> None:
         if "en" not in self.langs:
@@ -73,7 +76,7 @@ class DataConfig:
         for name, (lo, hi) in (("speed_wpm", self.speed_wpm), ("pitch", self.pitch)):
             if not lo <= hi:
                 raise ConfigError(f"data.{name}: need low <= high, got [{lo}, {hi}]")
-        if min(self.train_per_lang, self.dev_per_lang, self.test_per_lang) < 0:
+        if min(self.train_per_lang, self.dev_per_lang, self.test_per_lang, self.spliced_per_lang) < 0:
             raise ConfigError("data: *_per_lang counts must be >= 0")
         if not 0.0 < self.near_duplicate_jaccard <= 1.0:
             raise ConfigError(f"data.near_duplicate_jaccard must be in (0, 1], got {self.near_duplicate_jaccard}")

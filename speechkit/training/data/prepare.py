@@ -2,10 +2,10 @@
 
 Stages: download and unpack the help packages (cached), pair English<->X paragraphs by id, clean,
 make the ja/zh readings, drop near-duplicate English sentences, split by English sentence, assign
-voices. Writes ``<out>/{train,dev,test}.jsonl`` (rows in the records schema plus the synthesizer's
-``speak``, ``voice``, ``speed``, ``pitch``; ``duration`` is filled by synthesis), the MPL-2.0 notices
-of the text, and ``prepare.meta.json`` with the config and counts. Rerunning with the same packages
-and config gives byte-identical files.
+voices, add spliced train sentences (``splice``). Writes ``<out>/{train,dev,test}.jsonl`` (rows in
+the records schema plus the synthesizer's ``speak``, ``voice``, ``speed``, ``pitch``; ``duration`` is
+filled by synthesis), the MPL-2.0 notices of the text, and ``prepare.meta.json`` with the config and
+counts. Rerunning with the same packages and config gives byte-identical files.
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ from speechkit.training.data.lohelp import (
     pair_paragraphs,
     read_help,
 )
+from speechkit.training.data.splice import spliced_rows
 from speechkit.training.data.split import SPLITS, split_groups, utterance_rows
 
 log = logging.getLogger(__name__)
@@ -52,6 +53,8 @@ def prepare(cfg: DataConfig, out: Path, cache: Path, workers: int = 2) -> dict[s
     manifests, counts = {}, {}
     for name in SPLITS:
         rows = utterance_rows(getattr(split, name), name, per_lang[name], cfg)
+        if name == "train" and cfg.spliced_per_lang:
+            rows += spliced_rows(rows, cfg.spliced_per_lang, cfg)
         manifests[name] = write_manifest(rows, out / f"{name}.jsonl")
         counts[name] = dict(sorted(Counter(r["src_lang"] for r in rows).items()))
         log.info("%s: %d utterances %s", name, len(rows), counts[name])

@@ -51,6 +51,20 @@ def japanese_kana(text: str) -> str | None:
     return "".join(out)
 
 
+def japanese_words(text: str) -> list[list[str]]:
+    """MeCab's tokens of ``text`` (surface forms) in runs between punctuation and other symbols."""
+    runs: list[list[str]] = [[]]
+    for line in _mecab()(text).splitlines():
+        if line == "EOS" or "\t" not in line:
+            continue
+        surface, feature = line.split("\t", 1)
+        if feature.startswith("記号"):  # IPAdic's part of speech for symbols and punctuation
+            runs.append([])
+        else:
+            runs[-1].append(surface)
+    return [run for run in runs if run]
+
+
 @lru_cache(maxsize=1)
 def _pinyin() -> Callable[..., list[str]]:
     try:

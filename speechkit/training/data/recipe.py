@@ -46,13 +46,14 @@ def load_recipe_config(path: str | Path) -> RecipeDataConfig:
 
 def prepare_recipe(cfg: RecipeDataConfig, out: Path, cache: Path, workers: int = 2) -> Path:
     """Manifests into ``out`` (see :func:`prepare`) and the tokenizer, trained on the train split's
-    transcripts and translations only, into ``out/tokenizer``. Returns ``out``."""
+    natural transcripts and translations only (not the spliced ones), into ``out/tokenizer``. Returns ``out``."""
     manifests = prepare(cfg.data, out, cache, workers)
     texts = []
     with manifests["train"].open(encoding="utf-8") as f:
         for line in f:
             row = json.loads(line)
-            texts += [row["text"], row["translation"]]
+            if row["translation"] is not None:
+                texts += [row["text"], row["translation"]]
     train_tokenizer(texts, out / "tokenizer", cfg.tokenizer.vocab_size, cfg.tokenizer.special_ids)
     return out
 

@@ -88,12 +88,13 @@ def utterance_rows(groups: list[Group], split: str, per_lang: int, cfg: DataConf
                 "text": group.texts[lang],
                 "translation": group.texts[tgt],
                 "speak": group.speak[lang],
-                **_voice(uid, lang, variants, cfg),
+                **voice_fields(uid, lang, variants, cfg),
             })
     return rows
 
 
-def _voice(uid: str, lang: str, variants: tuple[str, ...], cfg: DataConfig) -> dict:
+def voice_fields(uid: str, lang: str, variants: tuple[str, ...], cfg: DataConfig) -> dict:
+    """The voice, speed and pitch of utterance ``uid``, drawn from ``variants`` and ``cfg``, seeded by the id."""
     rng = random.Random(_key(cfg.seed, uid))
     voice = rng.choice(cfg.voices[lang])
     variant = rng.choice(variants)
