@@ -286,3 +286,51 @@ def test_reading_exercises_fill_the_audio_slots_with_the_sentence(corpus: Path, 
     assert losses[-1] < 0.8 * losses[0], losses
     with pytest.raises(ConfigError, match="reading_fraction=0.5 needs 0..1, text data"):
         StageConfig("s", "speech", ("encoder",), reading_fraction=0.5)
+
+
+def test_cached_encoder_stage_trains_on_the_encoders_outputs(corpus: Path, tmp_path: Path) -> None:
+    from speechkit.text.prompts import Task
+    from speechkit.training.batches import cached_batch, read_rows
+    from speechkit.training.encoder_cache import EncoderCache
+
+    setup = _setup(corpus)
+    rows = read_rows(corpus / "train.jsonl", True)
+    cache = EncoderCache(setup.model, rows, None, torch.device("cpu"), precision="fp32")
+    reference = _speech_batch(corpus, setup, ["asr", "ast", "ast_cot"])
+    setup.model.eval()
+    with torch.no_grad():
+        encoded = setup.model.audio.encoder(reference.features, reference.feature_lengths)
+    got = cache.gather([r.id for r in rows[:3]])
+    assert got.lengths.tolist() == encoded.lengths.tolist()
+    for i, n in enumerate(got.lengths.tolist()):  # valid tokens; the cache pads with zeros
+        torch.testing.assert_close(got.hidden[i, :n].float(), encoded.hidden[i, :n], )
+        assert not got.hidden[i, n:].any()
+    tasks = [Task.ASR, Task.AST, Task.AST_COT]
+    batch = cached_batch(rows[:3], tasks, setup.tokenizer, [cache.length(r.id) for r in rows[:3]])
+    assert torch.equal(batch.input_ids, reference.input_ids) and torch.equal(batch.labels, reference.labels)
+    # a stage on cached outputs trains the decoder, leaves the encoder, and resumes exactly
+    stage = StageConfig("asr", "speech", ("projector", "decoder"), cache_encoder=True, max_steps=4, lr=3e-3,
+                        warmup_steps=1, batch_seconds=2.5, tasks={"asr": 1.0, "ast": 1.0})  # fmt: skip
+    cfg = dataclasses.replace(_config(), stages=(_config().stages[1], stage))
+    paths = DataPaths(train=corpus / "train.jsonl")
+    before = _setup(corpus)
+    full = _losses(train(cfg, before, paths, tmp_path / "full"))
+    train(cfg, _setup(corpus), paths, tmp_path / "cut", stop_at_step=6)
+    resumed = _losses(train(cfg, _setup(corpus), paths, tmp_path / "cut"))
+    for step in (7, 8):
+        assert resumed[step] == full[step], (step, resumed[step], full[step])
+
+
+def test_cache_encoder_needs_a_frozen_encoder_and_no_ctc() -> None:
+    with pytest.raises(ConfigError, match="cache_encoder needs"):
+        StageConfig("asr", "speech", ("encoder", "decoder"), cache_encoder=True)
+    with pytest.raises(ConfigError, match="cache_encoder needs"):
+        StageConfig("asr", "speech", ("decoder",), cache_encoder=True, ctc_weight=0.3)
+
+
+def test_rows_without_a_translation_are_transcribed() -> None:
+    from speechkit.text.prompts import Task
+    from speechkit.training.batches import Row, choose_task
+
+    spliced = Row("train-en-s00001", None, 1.0, "en", None, "Click the menu.", None)
+    assert {choose_task({"ast": 1.0, "ast_cot": 1.0}, 0, epoch, spliced) for epoch in range(5)} == {Task.ASR}

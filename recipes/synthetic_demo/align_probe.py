@@ -60,6 +60,9 @@ def main() -> None:
     parser.add_argument("--fresh-projector", action="store_true", help="re-initialise the projector, N(0, 0.02)")
     parser.add_argument("--freeze-decoder", action="store_true", help="train the projector only")
     parser.add_argument("--short-first", type=float, default=0.0)
+    parser.add_argument("--embed-ctc", type=float, default=0.0,
+                        help="weight of a CTC loss on the projector output scored against the (fixed) token "
+                             "embeddings, blank = <|endoftext|>: the audio slots learn to look like the tokens")
     parser.add_argument("--seconds", type=float, default=150.0, help="seconds of training steps")
     parser.add_argument("--n", type=int, default=12000, help="train utterances (random, seed 0)")
     parser.add_argument("--every", type=int, default=600)
@@ -88,12 +91,16 @@ def main() -> None:
         p.requires_grad_(False)
     for p in trained:
         p.requires_grad_(True)
+    embed_scale = torch.nn.Parameter(torch.tensor(2.3, device=device))  # log of the logit scale
+    if args.embed_ctc:
+        trained.append(embed_scale)
     optimizer = torch.optim.AdamW(trained, lr=args.lr, betas=(0.9, 0.98), weight_decay=0.01,
                                   fused=device.type == "cuda")  # fmt: skip
     prompt_text = PromptSpec(Task.ASR).text()
     pad = tokenizer.special.endoftext
-    sequences = []
+    sequences, token_ids = [], []
     for h, row in zip(hidden, rows, strict=True):
+        token_ids.append(tokenizer.encode(row.text))
         prompt = encode_prompt(tokenizer, prompt_text, h.shape[0])
         answer = tokenizer.encode(row.text) + [tokenizer.special.end]
         sequences.append((prompt + answer, [IGNORE] * (len(prompt) - 1) + answer + [IGNORE]))
@@ -105,11 +112,20 @@ def main() -> None:
                               device=device)  # fmt: skip
         states = torch.nn.utils.rnn.pad_sequence([hidden[i] for i in batch], batch_first=True)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
-            audio = EncoderOutput(projector(states), torch.tensor([hidden[i].shape[0] for i in batch]))
+            lengths = torch.tensor([hidden[i].shape[0] for i in batch])
+            audio = EncoderOutput(projector(states), lengths)
             embeds = model.embed_inputs(ids, audio)
             positions = torch.arange(embeds.shape[1], device=device).expand(embeds.shape[0], -1)
             logits = model.decoder.logits(model.decoder(embeds, positions))
-        return F.cross_entropy(logits.float().flatten(0, 1), labels.flatten(), ignore_index=IGNORE)
+        loss = F.cross_entropy(logits.float().flatten(0, 1), labels.flatten(), ignore_index=IGNORE)
+        if args.embed_ctc:
+            table = model.decoder.embed_tokens.weight.detach().float()
+            frames = (audio.hidden.float() @ table.T) * embed_scale.exp()
+            targets = [token_ids[i] for i in batch]
+            ctc = F.ctc_loss(frames.log_softmax(-1).transpose(0, 1), torch.tensor([t for ts in targets for t in ts]),
+                             lengths, torch.tensor([len(t) for t in targets]), blank=pad, zero_infinity=True)
+            loss = loss + args.embed_ctc * ctc
+        return loss
 
     def plan(max_s: float) -> list[list[int]]:
         chosen = sorted((i for i, r in enumerate(rows) if r.duration <= max_s), key=lambda i: rows[i].duration)

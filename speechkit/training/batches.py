@@ -22,6 +22,7 @@ import torch
 from speechkit.audio import SAMPLE_RATE, LogMelFrontend, Waveform, load_audio
 from speechkit.audio.features import num_audio_tokens
 from speechkit.errors import DataError
+from speechkit.model.encoder import EncoderOutput
 from speechkit.text.prompts import COT_SEPARATOR, PromptSpec, Task, encode_prompt
 from speechkit.text.tokenizer import Tokenizer
 from speechkit.training.ctc import CtcUnits
@@ -95,9 +96,12 @@ def plan_batches(costs: Sequence[float], budget: float, seed: int, epoch: int) -
     return batches
 
 
-def choose_task(tasks: dict[str, float], seed: int, epoch: int, uid: str) -> Task:
-    """The task of an utterance in an epoch, drawn with the stage's weights."""
-    u = unit_interval(seed, epoch, "task", uid) * sum(tasks.values())
+def choose_task(tasks: dict[str, float], seed: int, epoch: int, row: Row) -> Task:
+    """The task of an utterance in an epoch, drawn with the stage's weights; a row without a translation
+    (a spliced sentence) is transcribed."""
+    if row.translation is None:
+        return Task.ASR
+    u = unit_interval(seed, epoch, "task", row.id) * sum(tasks.values())
     for name, weight in tasks.items():
         u -= weight
         if u < 0:
@@ -135,13 +139,15 @@ class Batch:
     ctc_target_lengths: torch.Tensor | None = None  # (ASR rows,) int64
     reading_ids: torch.Tensor | None = None  # (reading rows, S) token ids whose embeddings fill the audio slots
     reading_lengths: torch.Tensor | None = None  # (reading rows,) int64 audio slots of each
+    row_ids: tuple[str, ...] | None = None  # a batch for cached encoder outputs: whose outputs to fetch
+    encoded: EncoderOutput | None = None  # those outputs, fetched on the training device
 
     def to(self, device: torch.device) -> Batch:
         move = (lambda t: None if t is None else t.to(device, non_blocking=True))  # noqa: E731
         return Batch(move(self.input_ids), move(self.labels), move(self.features), move(self.feature_lengths),
                      move(self.asr_rows), self.pad_id, move(self.waves), self.wave_lengths,
                      move(self.ctc_targets), move(self.ctc_target_lengths), move(self.reading_ids),
-                     self.reading_lengths)  # fmt: skip
+                     self.reading_lengths, self.row_ids, self.encoded)  # fmt: skip
 
 
 class AudioStore:
@@ -209,17 +215,8 @@ def speech_batch(rows: list[Row], tasks: list[Task], tokenizer: Tokenizer, front
     the ASR rows' CTC labels.
     """
     waves = [store[r.audio] if store is not None else load_audio(r.audio) for r in rows]
-    seqs, labels = [], []
-    end = tokenizer.special.end
-    for row, task, wave in zip(rows, tasks, waves, strict=True):
-        spec = PromptSpec(task, language=None if task is Task.ASR else row.tgt_lang)
-        prompt = encode_prompt(tokenizer, spec.text(), num_audio_tokens(len(wave.samples), wave.sample_rate))
-        answer = tokenizer.encode(answer_text(row, task)) + [end]
-        seq = prompt + answer
-        target = [IGNORE] * len(seq)
-        target[len(prompt) - 1 : len(seq) - 1] = answer  # position t predicts token t + 1
-        seqs.append(seq)
-        labels.append(target)
+    tokens = [num_audio_tokens(len(w.samples), w.sample_rate) for w in waves]
+    input_ids, labels = _prompted(rows, tasks, tokenizer, tokens)
     pad = tokenizer.special.endoftext
     asr = torch.tensor([task is Task.ASR for task in tasks])
     ctc_fields = {}
@@ -236,10 +233,34 @@ def speech_batch(rows: list[Row], tasks: list[Task], tokenizer: Tokenizer, front
         padded = torch.zeros(len(waves), int(lengths.max()), dtype=torch.float32)
         for i, wave in enumerate(waves):
             padded[i, : len(wave.samples)] = torch.from_numpy(wave.samples)
-        return Batch(_pad(seqs, pad), _pad(labels, IGNORE), None, None, asr, pad, padded, lengths, **ctc_fields)
+        return Batch(input_ids, labels, None, None, asr, pad, padded, lengths, **ctc_fields)
     feats = frontend([w.samples for w in waves], [w.sample_rate for w in waves])
-    return Batch(_pad(seqs, pad), _pad(labels, IGNORE), feats.values.float(), feats.lengths.long(), asr, pad,
-                 **ctc_fields)
+    return Batch(input_ids, labels, feats.values.float(), feats.lengths.long(), asr, pad, **ctc_fields)
+
+
+def cached_batch(rows: list[Row], tasks: list[Task], tokenizer: Tokenizer, audio_tokens: list[int]) -> Batch:
+    """Prompted batch for cached encoder outputs (``audio_tokens[i]`` of row i): the prompts and the row
+    ids only; the training device fetches the outputs (:class:`speechkit.training.encoder_cache.EncoderCache`)."""
+    input_ids, labels = _prompted(rows, tasks, tokenizer, audio_tokens)
+    asr = torch.tensor([task is Task.ASR for task in tasks])
+    return Batch(input_ids, labels, None, None, asr, tokenizer.special.endoftext, row_ids=tuple(r.id for r in rows))
+
+
+def _prompted(rows: list[Row], tasks: list[Task], tokenizer: Tokenizer,
+              audio_tokens: list[int]) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
+    """Padded prompt + answer ids and their labels: loss on the answer tokens and the closing ``<|end|>``."""
+    seqs, labels = [], []
+    end = tokenizer.special.end
+    for row, task, count in zip(rows, tasks, audio_tokens, strict=True):
+        spec = PromptSpec(task, language=None if task is Task.ASR else row.tgt_lang)
+        prompt = encode_prompt(tokenizer, spec.text(), count)
+        answer = tokenizer.encode(answer_text(row, task)) + [end]
+        seq = prompt + answer
+        target = [IGNORE] * len(seq)
+        target[len(prompt) - 1 : len(seq) - 1] = answer  # position t predicts token t + 1
+        seqs.append(seq)
+        labels.append(target)
+    return _pad(seqs, tokenizer.special.endoftext), _pad(labels, IGNORE)
 
 
 def with_features(batch: Batch, frontend: LogMelFrontend) -> Batch:

@@ -33,6 +33,7 @@ from speechkit.training.batches import (
     Batch,
     BatchSource,
     Row,
+    cached_batch,
     choose_task,
     plan_batches,
     read_rows,
@@ -44,6 +45,7 @@ from speechkit.training.batches import (
 )  # fmt: skip
 from speechkit.training.config import StageConfig, TrainConfig, to_dict
 from speechkit.training.ctc import STATE_PREFIX, CtcHead, CtcUnits
+from speechkit.training.encoder_cache import EncoderCache
 from speechkit.training.evaluate import dev_subset, evaluate_dev
 from speechkit.training.model_init import set_feature_stats_
 from speechkit.training.optim import build_optimizer, lr_at, select_trainable, spec_augment
@@ -79,8 +81,9 @@ class _StageData:
     the training device."""
 
     def __init__(self, stage: StageConfig, setup: TrainSetup, paths: DataPaths, seed: int,
-                 store: AudioStore | None, features_on_device: bool, ctc: CtcUnits | None) -> None:  # fmt: skip
-        self.stage, self.seed, self.tokenizer, self.store = stage, seed, setup.tokenizer, store
+                 store: AudioStore | None, features_on_device: bool, ctc: CtcUnits | None,
+                 cache: EncoderCache | None = None) -> None:  # fmt: skip
+        self.stage, self.seed, self.tokenizer, self.store, self.cache = stage, seed, setup.tokenizer, store, cache
         self.ctc = ctc if stage.ctc_weight else None
         self.device_frontend = LogMelFrontend(setup.device) if features_on_device else None
         if stage.data == "text":
@@ -95,6 +98,8 @@ class _StageData:
             if paths.train is None:
                 raise ConfigError(f"stage {stage.name}: a speech stage needs the synthesized train manifest")
             self.rows = read_rows(paths.train, True)
+            # loading workers only need each row's token count, never the cache's device tensors
+            self.audio_tokens = {r.id: cache.length(r.id) for r in self.rows} if cache is not None else None
             self.costs = [r.duration for r in self.rows]
             self.budget = stage.batch_seconds
             self.frontend = None if features_on_device else LogMelFrontend("cpu")
@@ -105,12 +110,17 @@ class _StageData:
             reading = [unit_interval(self.seed, epoch, "reading", i) < fraction for i in indices] if fraction else None
             return text_batch([self.tokens[i] for i in indices], self.tokenizer, reading, self.stage.reading_stretch)
         rows = [self.rows[i] for i in indices]
-        tasks = [choose_task(self.stage.tasks, self.seed, epoch, r.id) for r in rows]
+        tasks = [choose_task(self.stage.tasks, self.seed, epoch, r) for r in rows]
+        if self.audio_tokens is not None:
+            return cached_batch(rows, tasks, self.tokenizer, [self.audio_tokens[r.id] for r in rows])
         return speech_batch(rows, tasks, self.tokenizer, self.frontend, self.store, self.ctc)
 
     def finish(self, batch: Batch, device: torch.device) -> Batch:
-        """``batch`` on ``device``, with features computed there if it carries waveforms."""
+        """``batch`` on ``device``, with its cached encoder outputs, or features computed there if it
+        carries waveforms."""
         batch = batch.to(device)
+        if batch.row_ids is not None:
+            return dataclasses.replace(batch, encoded=self.cache.gather(batch.row_ids))
         return batch if self.device_frontend is None else with_features(batch, self.device_frontend)
 
     def loader(self, epoch: int, start: int, workers: int):
@@ -128,8 +138,8 @@ def _loss(model: SpeechModel, head: CtcHead | None, batch: Batch, cfg: TrainConf
     device = batch.input_ids.device
     loss = torch.zeros((), device=device)
     with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.precision == "bf16"):
-        encoded = None
-        if batch.features is not None:
+        encoded = batch.encoded
+        if encoded is None and batch.features is not None:
             feats = spec_augment(batch.features, batch.feature_lengths.cpu(), cfg.specaugment, seed)
             encoded = model.audio.encoder(feats, batch.feature_lengths)
         if stage.ce_weight:
@@ -206,7 +216,7 @@ def train(
         saved = ckpt.load_model_state(found, model, extra)
         log.info("resuming from %s (stage %d, step %d)", found, position.stage, position.step)
     dev: list[Row] = []
-    store = None
+    store, cache = None, None
     for index in range(position.stage, len(cfg.stages)):
         if index != position.stage:
             position = ckpt.Position(stage=index, global_step=position.global_step)
@@ -219,8 +229,14 @@ def train(
             start = time.perf_counter()
             store = AudioStore(read_rows(paths.train, True), threads=max(4, cfg.num_workers))
             log.info("training audio decoded into memory in %.1f s", time.perf_counter() - start)
+        if "encoder" in cfg.stages[index].trainable:
+            cache = None
+        elif cache is None and cfg.stages[index].cache_encoder:
+            start = time.perf_counter()
+            cache = EncoderCache(model, read_rows(paths.train, True), store, setup.device, cfg.precision)
+            log.info("encoder outputs cached in %.1f s", time.perf_counter() - start)
         position = _run_stage(cfg, setup, extra, store, paths, run_dir, position, saved, history, dev, stop_at_step,
-                              on_record)  # fmt: skip
+                              on_record, cache if cfg.stages[index].cache_encoder else None)  # fmt: skip
         if stop_at_step is not None and position.global_step >= stop_at_step:
             break
     return history
@@ -238,7 +254,8 @@ def ctc_units(cfg: TrainConfig, tokenizer: Tokenizer, vocab_size: int, paths: Da
     return CtcUnits.characters(r.reading for r in read_rows(source, False))
 
 
-def _run_stage(cfg, setup, extra, store, paths, run_dir, position, saved, history, dev, stop_at_step, on_record):
+def _run_stage(cfg, setup, extra, store, paths, run_dir, position, saved, history, dev, stop_at_step, on_record,
+               cache=None):
     stage = cfg.stages[position.stage]
     model = setup.model
     head = extra.get(STATE_PREFIX)
@@ -250,7 +267,7 @@ def _run_stage(cfg, setup, extra, store, paths, run_dir, position, saved, histor
     if saved is not None:
         ckpt.load_optimizer_state(saved, optimizer, names)
     data = _StageData(stage, setup, paths, cfg.seed + position.stage, store, cfg.features_on_device,
-                      head.units if head is not None else None)  # fmt: skip
+                      head.units if head is not None else None, cache)  # fmt: skip
     if stage.init_feature_stats and position.step == 0:
         first = data.finish(data.build(0, list(range(min(FEATURE_STATS_ROWS, len(data.rows))))), setup.device)
         set_feature_stats_(model, first.features.cpu(), first.feature_lengths.cpu())
@@ -276,8 +293,11 @@ def _run_stage(cfg, setup, extra, store, paths, run_dir, position, saved, histor
     # waiting for batches and evaluating (run 7's text stage: 142 s of wall for 85 s of steps)
     wall_start = time.perf_counter()
     while not finished(position):
-        # plain text batches are cheap to build; reading exercises (prompts) took 57 s of run 7's 142 s text stage
-        workers = cfg.num_workers if stage.data == "speech" or stage.reading_fraction else 0
+        # plain text batches are cheap to build; reading exercises (prompts) took 57 s of run 7's 142 s text stage.
+        # Batches for cached encoder outputs are prompts only, built here as session 4's probe built them (its
+        # steps were 2-5x faster than run 9's with 14 loading workers forked from this process; unmeasured apart)
+        loads_audio = stage.data == "speech" and not stage.cache_encoder
+        workers = cfg.num_workers if loads_audio or stage.reading_fraction else 0
         for batch in data.loader(position.epoch, position.batch, workers):
             start = time.perf_counter()
             lr = lr_at(stage, position.step, position.elapsed_s)
