@@ -334,3 +334,22 @@ def test_rows_without_a_translation_are_transcribed() -> None:
 
     spliced = Row("train-en-s00001", None, 1.0, "en", None, "Click the menu.", None)
     assert {choose_task({"ast": 1.0, "ast_cot": 1.0}, 0, epoch, spliced) for epoch in range(5)} == {Task.ASR}
+
+
+def test_audio_store_reads_training_audio_as_stored_and_other_audio_through_load_audio(tmp_path: Path) -> None:
+    from speechkit.audio import load_audio
+    from speechkit.training.batches import AudioStore, Row
+
+    clip = speechlike(0.5, seed=3)
+    cases = {"mono16k.flac": (clip, 16000, "PCM_16"), "stereo.wav": (np.stack([clip, clip], 1), 16000, "PCM_16"),
+             "float.wav": (clip, 16000, "FLOAT"), "rate.wav": (clip, 22050, "PCM_16")}  # fmt: skip
+    rows = []
+    for name, (samples, rate, subtype) in cases.items():
+        sf.write(tmp_path / name, samples, rate, subtype=subtype)
+        rows.append(Row(name, tmp_path / name, 0.5, "en", None, "x", None))
+    store = AudioStore(rows, threads=2)
+    for row in rows:
+        want = load_audio(row.audio)
+        got = store[row.audio]
+        assert got.sample_rate == want.sample_rate
+        np.testing.assert_array_equal(got.samples, np.round(want.samples * 32768.0).clip(-32768, 32767) / 32768.0)
