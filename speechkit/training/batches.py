@@ -14,6 +14,7 @@ import json
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -262,15 +263,20 @@ def _prompted(rows: list[Row], tasks: list[Task], tokenizer: Tokenizer,
     seqs, labels = [], []
     end = tokenizer.special.end
     for row, task, count in zip(rows, tasks, audio_tokens, strict=True):
-        spec = PromptSpec(task, language=None if task is Task.ASR else row.tgt_lang)
-        prompt = encode_prompt(tokenizer, spec.text(), count)
+        prompt = _prompt_ids(tokenizer, task, None if task is Task.ASR else row.tgt_lang, count)
         answer = tokenizer.encode(answer_text(row, task)) + [end]
-        seq = prompt + answer
+        seq = [*prompt, *answer]
         target = [IGNORE] * len(seq)
         target[len(prompt) - 1 : len(seq) - 1] = answer  # position t predicts token t + 1
         seqs.append(seq)
         labels.append(target)
     return _pad(seqs, tokenizer.special.endoftext), _pad(labels, IGNORE)
+
+
+@lru_cache(maxsize=8192)
+def _prompt_ids(tokenizer: Tokenizer, task: Task, language: str | None, audio_tokens: int) -> tuple[int, ...]:
+    """The prompt of a task (few distinct ones, each at a few hundred clip lengths): encoded once, not per row."""
+    return tuple(encode_prompt(tokenizer, PromptSpec(task, language=language).text(), audio_tokens))
 
 
 def with_features(batch: Batch, frontend: LogMelFrontend) -> Batch:
