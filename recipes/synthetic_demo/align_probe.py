@@ -34,15 +34,20 @@ SHORT_S = 3.5
 
 
 @torch.no_grad()
-def encode_all(model, frontend: LogMelFrontend, rows, batch: int = 64) -> list[torch.Tensor]:
-    """Encoder outputs (T'_i, encoder_dim) of every row, kept on the model's device. Batches are formed in
-    duration order (little padding), the outputs returned in row order."""
+def encode_all(model, frontend: LogMelFrontend, rows, seconds: float = 200.0) -> list[torch.Tensor]:
+    """Encoder outputs (T'_i, encoder_dim) of every row, kept on the model's device. Batches of at most
+    ``seconds`` of padded audio are formed in duration order (little padding; 64 clips a batch put two of
+    five side-by-side probes out of GPU memory on the longest clips), the outputs returned in row order."""
     with ThreadPoolExecutor(8) as pool:
         waves = list(pool.map(lambda r: load_audio(r.audio), rows))
     order = sorted(range(len(rows)), key=lambda i: rows[i].duration)
+    chunks: list[list[int]] = [[]]
+    for i in order:
+        if chunks[-1] and (len(chunks[-1]) + 1) * rows[i].duration > seconds:
+            chunks.append([])
+        chunks[-1].append(i)
     out: list[torch.Tensor | None] = [None] * len(rows)
-    for start in range(0, len(order), batch):
-        chunk = order[start : start + batch]
+    for chunk in chunks:
         feats = frontend([waves[i].samples for i in chunk], [waves[i].sample_rate for i in chunk])
         encoded = model.audio.encoder(feats.values, feats.lengths)
         for j, (i, n) in enumerate(zip(chunk, encoded.lengths.tolist(), strict=True)):
