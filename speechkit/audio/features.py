@@ -173,9 +173,10 @@ class LogMelFrontend:
         emph *= np.float32(INT16_SCALE)
         frames = np.empty((n, _fft_size(sample_rate)))
         frames[:, win:] = 0.0
-        # float32 samples times the float64 window (exact widening, one rounding), as the official frames
-        strided = torch.from_numpy(emph).unfold(0, win - 1, hop).numpy()  # a view; numpy's helpers cost more
-        np.multiply(strided, window[1:], out=frames[:, 1:win])
+        # float32 samples times the float64 window (exact widening, one rounding), as the official frames; on
+        # torch views (numpy's mixed-dtype multiply over the overlapping frames took ~1.5x as long at 1 s)
+        strided = torch.from_numpy(emph).unfold(0, win - 1, hop)
+        torch.mul(strided, self.windows[sample_rate][1:], out=torch.from_numpy(frames)[:, 1:win])
         # the official filter restarts in every frame: the first sample's predecessor is itself
         starts = wave[: n * hop : hop]
         first = np.multiply(starts, np.float32(PREEMPHASIS))
