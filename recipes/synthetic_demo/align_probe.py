@@ -27,7 +27,7 @@ from speechkit.inference.pipeline import resolve_device
 from speechkit.model.encoder import EncoderOutput
 from speechkit.model.loader import load_speech_model
 from speechkit.text.prompts import PromptSpec, Task, encode_prompt
-from speechkit.training.batches import IGNORE, read_rows
+from speechkit.training.batches import IGNORE, plan_batches, read_rows
 from speechkit.training.evaluate import dev_subset, evaluate_dev
 
 SHORT_S = 3.5
@@ -40,12 +40,7 @@ def encode_all(model, frontend: LogMelFrontend, rows, seconds: float = 200.0) ->
     five side-by-side probes out of GPU memory on the longest clips), the outputs returned in row order."""
     with ThreadPoolExecutor(8) as pool:
         waves = list(pool.map(lambda r: load_audio(r.audio), rows))
-    order = sorted(range(len(rows)), key=lambda i: rows[i].duration)
-    chunks: list[list[int]] = [[]]
-    for i in order:
-        if chunks[-1] and (len(chunks[-1]) + 1) * rows[i].duration > seconds:
-            chunks.append([])
-        chunks[-1].append(i)
+    chunks = sorted(plan_batches([r.duration for r in rows], seconds, 0, 0), key=lambda b: rows[b[0]].duration)
     out: list[torch.Tensor | None] = [None] * len(rows)
     for chunk in chunks:
         feats = frontend([waves[i].samples for i in chunk], [waves[i].sample_rate for i in chunk])

@@ -98,8 +98,6 @@ class _StageData:
             if paths.train is None:
                 raise ConfigError(f"stage {stage.name}: a speech stage needs the synthesized train manifest")
             self.rows = read_rows(paths.train, True)
-            # loading workers only need each row's token count, never the cache's device tensors
-            self.audio_tokens = {r.id: cache.length(r.id) for r in self.rows} if cache is not None else None
             self.costs = [r.duration for r in self.rows]
             self.budget = stage.batch_seconds
             self.frontend = None if features_on_device else LogMelFrontend("cpu")
@@ -111,8 +109,8 @@ class _StageData:
             return text_batch([self.tokens[i] for i in indices], self.tokenizer, reading, self.stage.reading_stretch)
         rows = [self.rows[i] for i in indices]
         tasks = [choose_task(self.stage.tasks, self.seed, epoch, r) for r in rows]
-        if self.audio_tokens is not None:
-            return cached_batch(rows, tasks, self.tokenizer, [self.audio_tokens[r.id] for r in rows])
+        if self.cache is not None:
+            return cached_batch(rows, tasks, self.tokenizer, [self.cache.length(r.id) for r in rows])
         return speech_batch(rows, tasks, self.tokenizer, self.frontend, self.store, self.ctc)
 
     def finish(self, batch: Batch, device: torch.device) -> Batch:
