@@ -240,13 +240,19 @@ def speech_batch(rows: list[Row], tasks: list[Task], tokenizer: Tokenizer, front
         if odd:
             raise DataError(f"{odd[0]}: {SAMPLE_RATE} Hz audio only when features are computed on the device; "
                             "set train.features_on_device=false")  # fmt: skip
-        lengths = torch.tensor([len(w.samples) for w in waves], dtype=torch.int64)
-        padded = torch.zeros(len(waves), int(lengths.max()), dtype=torch.float32)
-        for i, wave in enumerate(waves):
-            padded[i, : len(wave.samples)] = torch.from_numpy(wave.samples)
+        padded, lengths = padded_waves(waves)
         return Batch(input_ids, labels, None, None, asr, pad, padded, lengths, **ctc_fields)
     feats = frontend([w.samples for w in waves], [w.sample_rate for w in waves])
     return Batch(input_ids, labels, feats.values.float(), feats.lengths.long(), asr, pad, **ctc_fields)
+
+
+def padded_waves(waves: Sequence[Waveform]) -> tuple[torch.Tensor, torch.Tensor]:
+    """(B, longest) float32 samples right-padded with 0, and (B,) int64 valid samples."""
+    lengths = torch.tensor([len(w.samples) for w in waves], dtype=torch.int64)
+    padded = torch.zeros(len(waves), int(lengths.max()), dtype=torch.float32)
+    for i, wave in enumerate(waves):
+        padded[i, : len(wave.samples)] = torch.from_numpy(wave.samples)
+    return padded, lengths
 
 
 def cached_batch(rows: list[Row], tasks: list[Task], tokenizer: Tokenizer, audio_tokens: list[int]) -> Batch:

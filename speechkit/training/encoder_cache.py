@@ -17,7 +17,7 @@ from speechkit.audio import SAMPLE_RATE, LogMelFrontend, load_audio
 from speechkit.errors import DataError
 from speechkit.model.encoder import EncoderOutput
 from speechkit.model.speech_model import SpeechModel
-from speechkit.training.batches import AudioStore, Row, plan_batches
+from speechkit.training.batches import AudioStore, Row, padded_waves, plan_batches
 
 ENCODE_SECONDS = 600.0  # padded audio seconds per encoder pass while building the cache
 
@@ -42,12 +42,8 @@ class EncoderCache:
                 odd = [w.source for w in waves if w.sample_rate != SAMPLE_RATE]
                 if odd:
                     raise DataError(f"{odd[0]}: caching encoder outputs needs {SAMPLE_RATE} Hz training audio")
-                lengths = torch.tensor([len(w.samples) for w in waves], dtype=torch.int64)
-                padded = torch.zeros(len(waves), int(lengths.max()))
-                for j, wave in enumerate(waves):
-                    padded[j, : len(wave.samples)] = torch.from_numpy(wave.samples)
                 # one batched front-end pass: per-clip calls cost ~a dozen kernels each (run 9: 56 s for 70k clips)
-                feats = frontend.padded(padded, lengths)
+                feats = frontend.padded(*padded_waves(waves))
                 out = encoder(feats.values, feats.lengths.to(device))
                 for j, (i, n) in enumerate(zip(batch, out.lengths.tolist(), strict=True)):
                     parts.append(out.hidden[j, :n].to(dtype))
