@@ -25,10 +25,11 @@ from torch.profiler import ProfilerActivity, profile
 from speechkit.text.tokenizer import Tokenizer
 from speechkit.training.batches import AudioStore, read_rows
 from speechkit.training.config import load_train_config
+from speechkit.training.ctc import CtcHead
 from speechkit.training.encoder_cache import EncoderCache
 from speechkit.training.model_init import build_model, official_config
 from speechkit.training.optim import build_optimizer, select_trainable
-from speechkit.training.trainer import DataPaths, TrainSetup, _loss, _StageData
+from speechkit.training.trainer import DataPaths, TrainSetup, _loss, _StageData, ctc_units
 
 RECIPE = Path(__file__).resolve().parents[2] / "recipes" / "synthetic_demo" / "config.yaml"
 PHASES = ("wait", "finish", "forward", "backward", "optimizer")
@@ -42,8 +43,9 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=200, help="timed steps per workers count")
     parser.add_argument("--workers", type=int, nargs="+", default=[0, 14])
     parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("overrides", nargs="*", help="recipe overrides, e.g. train.precision=fp32 on a CPU")
     args = parser.parse_args()
-    recipe = load_train_config(RECIPE, [])
+    recipe = load_train_config(RECIPE, args.overrides)
     stage = next(s for s in recipe.train.stages if s.name == args.stage)
     tokenizer = Tokenizer.from_dir(args.prepared / "tokenizer")
     vocab = json.loads((args.prepared / "tokenizer" / "tokenizer.json").read_text("utf-8"))["model"]["vocab"]
@@ -64,8 +66,14 @@ def main() -> None:
         cache = EncoderCache(model, rows, store, device, recipe.train.precision)
         report["cache_s"] = round(time.perf_counter() - start, 1)
     params = select_trainable(model, stage)
+    head = None
+    if stage.ctc_weight:
+        units = ctc_units(recipe.train, tokenizer, model.config.decoder.vocab_size, paths)
+        head = CtcHead(model.config.encoder.attention_dim, units, recipe.train.ctc_upsample, 0).to(device).train()
+        params |= head.trainable()
     optimizer = build_optimizer(params, stage, recipe.train.betas, recipe.train.eps)
-    data = _StageData(stage, setup, paths, 0, store, recipe.train.features_on_device, None, cache)
+    data = _StageData(stage, setup, paths, 0, store, recipe.train.features_on_device,
+                      head.units if head is not None else None, cache)  # fmt: skip
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
 
     def step(batch) -> dict[str, float]:
@@ -73,7 +81,7 @@ def main() -> None:
         batch = data.finish(batch, device)
         sync()
         marks.append(time.perf_counter())
-        loss = _loss(model, None, batch, recipe.train, stage, 0)
+        loss = _loss(model, head, batch, recipe.train, stage, 0)
         sync()
         marks.append(time.perf_counter())
         optimizer.zero_grad(set_to_none=True)

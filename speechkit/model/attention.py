@@ -9,11 +9,24 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from speechkit.model.config import DecoderConfig, LoraConfig
 from speechkit.model.kv_cache import KVCache
 from speechkit.model.lora import LoRALinear
 from speechkit.model.rope import RopeTables, apply_rotary
+
+
+# SDPA kernels without cuDNN's: on an H100 (torch 2.11) cuDNN attention was chosen for our masked bf16 calls and
+# spent ~7 ms of host time building an execution plan for every new shape (session 5's profile of the demo's
+# training loop: 8 such calls a step, 2.3 ms of GPU work). Batches of speech vary in length on every call.
+SDPA_BACKENDS = [SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH]
+
+
+def sdpa(q: Tensor, k: Tensor, v: Tensor, **kwargs) -> Tensor:
+    """``F.scaled_dot_product_attention`` restricted to :data:`SDPA_BACKENDS`; same arguments."""
+    with sdpa_kernel(SDPA_BACKENDS):
+        return F.scaled_dot_product_attention(q, k, v, **kwargs)
 
 
 def make_linear(in_features: int, out_features: int, lora: LoraConfig | None, name: str) -> nn.Module:
@@ -92,11 +105,11 @@ class Attention(nn.Module):
             # (B or 1, 1, 1, kv_len) broadcasts over those rows
             assert length == 1 and mask is not None
             group = heads // kv_heads
-            out = F.scaled_dot_product_attention(
+            out = sdpa(
                 q.reshape(batch, kv_heads, group, self.head_dim), k, v, attn_mask=mask, scale=self.head_dim**-0.5
             ).view(batch, heads, 1, self.head_dim)
         else:
-            out = F.scaled_dot_product_attention(
+            out = sdpa(
                 q, k, v,
                 attn_mask=mask,
                 is_causal=mask is None,

@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from speechkit.model.attention import sdpa
 from speechkit.model.config import EncoderConfig
 
 
@@ -46,7 +47,7 @@ class SelfAttention(nn.Module):
         q = self.q_proj(x).view(shape).transpose(1, 2)
         k = self.k_proj(x).view(shape).transpose(1, 2)
         v = self.v_proj(x).view(shape).transpose(1, 2)
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias.to(q.dtype))
+        out = sdpa(q, k, v, attn_mask=bias.to(q.dtype))
         return self.o_proj(out.transpose(1, 2).reshape(n, length, d))
 
 
