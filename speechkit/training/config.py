@@ -161,9 +161,6 @@ class TrainConfig:
     # ``ctc_upsample`` labels per 80 ms encoder token
     ctc_units: Literal["tokens", "chars"] = "tokens"
     ctc_upsample: int = 1
-    # cuDNN for the training steps' convolutions: it builds an execution plan for every new input shape, and
-    # speech batches change shape on every step (an H100 CTC step of the demo: 99 ms with it, 70 ms without)
-    cudnn: bool = True
 
     def __post_init__(self) -> None:
         if self.ctc_units not in ("tokens", "chars") or self.ctc_upsample < 1:
