@@ -16,7 +16,6 @@ from speechkit.model.kv_cache import KVCache
 from speechkit.model.lora import LoRALinear
 from speechkit.model.rope import RopeTables, apply_rotary
 
-
 # SDPA kernels without cuDNN's: on an H100 (torch 2.11) cuDNN attention was chosen for our masked bf16 calls and
 # spent ~7 ms of host time building an execution plan for every new shape (session 5's profile of the demo's
 # training loop: 8 such calls a step, 2.3 ms of GPU work). Batches of speech vary in length on every call.
