@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import json
+import re
+from pathlib import Path
+
 import numpy as np
 import pytest
 import soundfile as sf
 
-from speechkit.audio import SAMPLE_RATE
+from speechkit.audio import SAMPLE_RATE, load_audio
 from speechkit.audio.vad import VadOptions
 from speechkit.errors import ConfigError
 from speechkit.inference import longform, summary
@@ -214,3 +218,38 @@ def test_option_errors():
         decode_long(EchoPipeline(), [], PromptSpec(Task.SUMMARIZE))
     # summarize/ask segments never exceed one request
     assert LongformOptions(max_request_s=8).request_vad().max_segment_s == 8
+
+
+DEMO_CLIPS = Path(__file__).parent / "data" / "demo_heldout"
+EXAMPLE = Path(__file__).parents[1] / "examples"
+
+
+def test_demo_model_puts_each_sentence_in_the_segment_that_covers_it(tmp_path):
+    """Content, not presence: four held-out sentences of the packaged demo model (issue 8; held-out voices
+    too) between silences and a chord. Each must come out, every word of it, in the one segment covering
+    it, and nothing may be decoded in the chord. The demo's held-out WER is 55-70 % and it loses the first
+    words of most clips given more than ~0.1 s of leading silence (it was trained on espeak-ng's tight
+    clips; recipes/synthetic_demo/RESULTS.md), so the segments are padded by 0.1 s and the sentences are
+    ones it transcribes correctly that way: this checks segmentation, batching and stitching, not accuracy."""
+    meta = json.loads((EXAMPLE / "demo_example.json").read_text("utf-8"))
+    clips = [(EXAMPLE / meta["audio"], meta["text"])]
+    clips += [(DEMO_CLIPS / c["audio"], c["text"]) for c in json.loads((DEMO_CLIPS / "clips.json").read_text("utf-8"))]
+    pieces, spans, at = [silence(2)], [], 2.0
+    for i, (path, _) in enumerate(clips):
+        wave = load_audio(path).samples
+        spans.append((at, at + len(wave) / SAMPLE_RATE))
+        gap = [silence(2), chord(5), silence(2)] if i == 0 else [silence(3)]
+        pieces += [wave, *gap]
+        at = spans[-1][1] + sum(len(g) for g in gap) / SAMPLE_RATE
+    music = (spans[0][1] + 2, spans[0][1] + 7)
+    audio = write_audio(tmp_path / "four_sentences.flac", np.concatenate(pieces))
+    pipeline = Pipeline.load("demo", device="cpu", dtype="float32")
+    longform = LongformOptions(VadOptions(pad_s=0.1))
+    (result,) = decode_long(pipeline, [audio], PromptSpec(Task.ASR), DecodeOptions(batch_size=3), longform)
+    assert not [s for s in result.segments if s.start < music[1] and s.end > music[0]]
+    for (start, end), (_, text) in zip(spans, clips, strict=True):
+        covering = [s for s in result.segments if s.start < end and s.end > start]
+        assert len(covering) == 1, (start, end, result.segments)
+        heard = set(re.findall(r"\w+", covering[0].text.lower()))
+        missing = [w for w in re.findall(r"\w+", text.lower()) if w not in heard]
+        assert not missing, f"{missing} of {text!r} not in {covering[0].text!r}"
