@@ -1,11 +1,26 @@
-"""Shared fixtures: one tiny official-layout checkpoint per test session."""
+"""Shared fixtures: one tiny official-layout checkpoint per test session, and the demo model's held-out clips."""
 
 from __future__ import annotations
+
+import json
+from pathlib import Path
 
 import pytest
 import torch
 
 from speechkit.testing.checkpoint import write_random_checkpoint
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session")
+def demo_sentences() -> list[tuple[Path, str]]:
+    """Held-out utterances of the packaged demo model that it transcribes correctly alone, as (flac, text):
+    the README's example, then ``tests/data/demo_heldout`` (es, fr, pt)."""
+    example = json.loads((ROOT / "examples" / "demo_example.json").read_text("utf-8"))
+    folder = ROOT / "tests" / "data" / "demo_heldout"
+    clips = json.loads((folder / "clips.json").read_text("utf-8"))
+    return [(ROOT / "examples" / example["audio"], example["text"])] + [(folder / c["audio"], c["text"]) for c in clips]
 
 
 @pytest.fixture(scope="session")

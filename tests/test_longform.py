@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import json
 import re
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -220,20 +218,14 @@ def test_option_errors():
     assert LongformOptions(max_request_s=8).request_vad().max_segment_s == 8
 
 
-DEMO_CLIPS = Path(__file__).parent / "data" / "demo_heldout"
-EXAMPLE = Path(__file__).parents[1] / "examples"
-
-
-def test_demo_model_puts_each_sentence_in_the_segment_that_covers_it(tmp_path):
+def test_demo_model_puts_each_sentence_in_the_segment_that_covers_it(demo_sentences, tmp_path):
     """Content, not presence: four held-out sentences of the packaged demo model (issue 8; held-out voices
     too) between silences and a chord. Each must come out, every word of it, in the one segment covering
     it, and nothing may be decoded in the chord. The demo's held-out WER is 55-70 % and it loses the first
     words of most clips given more than ~0.1 s of leading silence (it was trained on espeak-ng's tight
     clips; recipes/synthetic_demo/RESULTS.md), so the segments are padded by 0.1 s and the sentences are
     ones it transcribes correctly that way: this checks segmentation, batching and stitching, not accuracy."""
-    meta = json.loads((EXAMPLE / "demo_example.json").read_text("utf-8"))
-    clips = [(EXAMPLE / meta["audio"], meta["text"])]
-    clips += [(DEMO_CLIPS / c["audio"], c["text"]) for c in json.loads((DEMO_CLIPS / "clips.json").read_text("utf-8"))]
+    clips = demo_sentences
     pieces, spans, at = [silence(2)], [], 2.0
     for i, (path, _) in enumerate(clips):
         wave = load_audio(path).samples

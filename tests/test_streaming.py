@@ -184,3 +184,24 @@ def test_tiny_model_end_to_end_is_deterministic(tiny_checkpoint):
     assert [e.time for e in runs[0].emissions] == [e.time for e in runs[1].emissions]
     assert specs[: len(specs) // 2] == specs[len(specs) // 2 :]
     assert {task for task, _, _ in specs} == {"asr", "ast"}  # partials, finals and their translations ran
+
+
+def test_demo_model_streams_what_it_transcribes_offline(demo_sentences):
+    """Issue 6 with the packaged demo model: streamed text (default options, LocalAgreement-2, 1 s chunks,
+    compute-unaware) within 5 % WER of the offline decode of the same detected segments, on four held-out
+    sentences; and the text is the sentences' (the clips are ones the demo transcribes correctly)."""
+    import re
+
+    from speechkit.audio import load_audio
+    from speechkit.inference.pipeline import DecodeOptions, Pipeline
+    from speechkit.streaming import PipelineStep
+    from speechkit.streaming.detector import VadDetector
+
+    pause = np.zeros(24000, np.float32)
+    audio = np.concatenate([pause, *(x for path, _ in demo_sentences for x in (load_audio(path).samples, pause))])
+    step = PipelineStep(Pipeline.load("demo", device="cpu", dtype="float32"), DecodeOptions())
+    report = simulate(audio, step, StreamOptions(), VadDetector())
+    assert report.wer is not None and report.wer <= 0.05, (report.streamed, report.offline)
+    heard = set(re.findall(r"\w+", report.streamed.lower()))
+    for _, text in demo_sentences:
+        assert set(re.findall(r"\w+", text.lower())) <= heard, (text, report.streamed)
