@@ -353,3 +353,36 @@ def test_audio_store_reads_training_audio_as_stored_and_other_audio_through_load
         got = store[row.audio]
         assert got.sample_rate == want.sample_rate
         np.testing.assert_array_equal(got.samples, np.round(want.samples * 32768.0).clip(-32768, 32767) / 32768.0)
+
+
+def test_edge_silence_is_fixed_per_clip_and_shared_by_batches_and_the_encoder_cache(corpus: Path) -> None:
+    from speechkit.audio import LogMelFrontend
+    from speechkit.text.prompts import Task
+    from speechkit.training.batches import EdgeSilence, read_rows, speech_batch
+    from speechkit.training.encoder_cache import EncoderCache
+
+    setup = _setup(corpus)
+    rows = read_rows(corpus / "train.jsonl", True)[:3]
+    silence = EdgeSilence(0.5, seed=3)
+    plain = speech_batch(rows, [Task.ASR] * 3, setup.tokenizer, None)
+    padded = speech_batch(rows, [Task.ASR] * 3, setup.tokenizer, None, edge_silence=silence)
+    again = speech_batch(rows, [Task.ASR] * 3, setup.tokenizer, None, edge_silence=EdgeSilence(0.5, seed=3))
+    assert torch.equal(padded.waves, again.waves) and torch.equal(padded.wave_lengths, again.wave_lengths)
+    added = (padded.wave_lengths - plain.wave_lengths).tolist()
+    assert all(0 <= n <= 16000 for n in added) and len(set(added)) > 1  # up to 0.5 s on each side, per clip
+    for i, (n, m) in enumerate(zip(plain.wave_lengths.tolist(), padded.wave_lengths.tolist(), strict=True)):
+        wave = padded.waves[i, :m]
+        start = int(torch.nonzero(wave).min())  # the clip sits between zeros, unchanged
+        torch.testing.assert_close(wave[start : start + n].abs().sum(), plain.waves[i, :n].abs().sum())
+    # the cache encodes the same padded audio that a speech batch of the stage would carry
+    cache = EncoderCache(setup.model, rows, None, torch.device("cpu"), precision="fp32", edge_silence=silence)
+    features = speech_batch(rows, [Task.ASR] * 3, setup.tokenizer, LogMelFrontend("cpu"), edge_silence=silence)
+    setup.model.eval()
+    with torch.no_grad():
+        encoded = setup.model.audio.encoder(features.features, features.feature_lengths)
+    got = cache.gather([r.id for r in rows])
+    assert got.lengths.tolist() == encoded.lengths.tolist()
+    for i, n in enumerate(got.lengths.tolist()):
+        torch.testing.assert_close(got.hidden[i, :n].float(), encoded.hidden[i, :n])
+    with pytest.raises(ConfigError, match="edge_silence_s"):
+        dataclasses.replace(_config(), edge_silence_s=-1.0)

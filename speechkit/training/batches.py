@@ -218,14 +218,15 @@ def text_batch(token_lists: list[list[int]], tokenizer: Tokenizer, reading: list
 
 
 def speech_batch(rows: list[Row], tasks: list[Task], tokenizer: Tokenizer, frontend: LogMelFrontend | None,
-                 store: AudioStore | None = None, ctc: CtcUnits | None = None) -> Batch:  # fmt: skip
+                 store: AudioStore | None = None, ctc: CtcUnits | None = None,
+                 edge_silence: EdgeSilence | None = None) -> Batch:  # fmt: skip
     """Prompted speech batch: loss on the answer tokens and the closing ``<|end|>`` only.
 
-    Audio comes from ``store`` when given, else from the files. Without a ``frontend`` the batch carries
-    the padded waveforms instead of features (see :class:`Batch`). With ``ctc`` units the batch carries
-    the ASR rows' CTC labels.
+    Audio comes from ``store`` when given, else from the files, with ``edge_silence`` added. Without a
+    ``frontend`` the batch carries the padded waveforms instead of features (see :class:`Batch`). With
+    ``ctc`` units the batch carries the ASR rows' CTC labels.
     """
-    waves = [store[r.audio] if store is not None else load_audio(r.audio) for r in rows]
+    waves = training_waves(rows, store, edge_silence)
     tokens = [num_audio_tokens(len(w.samples), w.sample_rate) for w in waves]
     input_ids, labels = _prompted(rows, tasks, tokenizer, tokens)
     pad = tokenizer.special.endoftext
@@ -244,6 +245,29 @@ def speech_batch(rows: list[Row], tasks: list[Task], tokenizer: Tokenizer, front
         return Batch(input_ids, labels, None, None, asr, pad, padded, lengths, **ctc_fields)
     feats = frontend([w.samples for w in waves], [w.sample_rate for w in waves])
     return Batch(input_ids, labels, feats.values.float(), feats.lengths.long(), asr, pad, **ctc_fields)
+
+
+@dataclass(frozen=True)
+class EdgeSilence:
+    """Up to ``max_s`` seconds of zeros before and after every training clip, each length drawn from
+    (``seed``, side, row id): fixed per clip, so cached encoder outputs and resumed runs see the same audio."""
+
+    max_s: float
+    seed: int
+
+    def __call__(self, wave: Waveform, row_id: str) -> Waveform:
+        before, after = (round(self.max_s * unit_interval(self.seed, "silence", side, row_id) * wave.sample_rate)
+                         for side in ("before", "after"))  # fmt: skip
+        samples = np.concatenate([np.zeros(before, np.float32), wave.samples, np.zeros(after, np.float32)])
+        return Waveform(samples, wave.sample_rate, wave.source)
+
+
+def training_waves(rows: Sequence[Row], store: AudioStore | None, edge_silence: EdgeSilence | None) -> list[Waveform]:
+    """The rows' audio (from ``store`` when given, else the files), with ``edge_silence`` added when given."""
+    waves = [store[r.audio] if store is not None else load_audio(r.audio) for r in rows]
+    if edge_silence is None:
+        return waves
+    return [edge_silence(w, r.id) for w, r in zip(waves, rows, strict=True)]
 
 
 def padded_waves(waves: Sequence[Waveform]) -> tuple[torch.Tensor, torch.Tensor]:

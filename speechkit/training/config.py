@@ -161,6 +161,9 @@ class TrainConfig:
     # ``ctc_upsample`` labels per 80 ms encoder token
     ctc_units: Literal["tokens", "chars"] = "tokens"
     ctc_upsample: int = 1
+    # up to this many seconds of silence before and after each training clip (fixed per clip): espeak-ng's
+    # clips start and end tight, and run 11's model lost the first words of most clips given ~0.2 s more
+    edge_silence_s: float = 0.0
 
     def __post_init__(self) -> None:
         if self.ctc_units not in ("tokens", "chars") or self.ctc_upsample < 1:
@@ -171,6 +174,8 @@ class TrainConfig:
         names = [s.name for s in self.stages]
         if len(set(names)) != len(names):
             raise ConfigError(f"train.stages: names must be unique, got {names}")
+        if self.edge_silence_s < 0:
+            raise ConfigError(f"train.edge_silence_s={self.edge_silence_s}: must be >= 0 seconds")
         if self.precision not in ("bf16", "fp32"):
             raise ConfigError(f"train.precision={self.precision!r}: choose bf16 or fp32")
 

@@ -3,8 +3,8 @@
 A stage that trains only the projector, decoder or LoRA would otherwise run the encoder forward on every
 step for the same result. The cache holds each utterance's (T', encoder_dim) output on the training
 device, in bf16 under bf16 training (107 h of audio at 80 ms a token and 256 dims: about 2.5 GB), and
-pads a batch's outputs on request. It is computed in eval mode without SpecAugment, so a resumed run
-rebuilds it bit for bit.
+pads a batch's outputs on request. Its audio is the training batches' (edge silence included); it is
+computed in eval mode without SpecAugment, so a resumed run rebuilds it bit for bit.
 """
 
 from __future__ import annotations
@@ -13,11 +13,11 @@ from collections.abc import Sequence
 
 import torch
 
-from speechkit.audio import SAMPLE_RATE, LogMelFrontend, load_audio
+from speechkit.audio import SAMPLE_RATE, LogMelFrontend
 from speechkit.errors import DataError
 from speechkit.model.encoder import EncoderOutput
 from speechkit.model.speech_model import SpeechModel
-from speechkit.training.batches import AudioStore, Row, padded_waves, plan_batches
+from speechkit.training.batches import AudioStore, EdgeSilence, Row, padded_waves, plan_batches, training_waves
 
 ENCODE_SECONDS = 600.0  # padded audio seconds per encoder pass while building the cache
 
@@ -26,7 +26,7 @@ class EncoderCache:
     """The encoder's output for every row (by id): ``length(id)`` audio tokens, ``gather(ids)`` pads them."""
 
     def __init__(self, model: SpeechModel, rows: Sequence[Row], store: AudioStore | None, device: torch.device,
-                 precision: str = "bf16") -> None:  # fmt: skip
+                 precision: str = "bf16", edge_silence: EdgeSilence | None = None) -> None:  # fmt: skip
         frontend = LogMelFrontend(device)
         dtype = torch.bfloat16 if precision == "bf16" else torch.float32
         encoder = model.audio.encoder
@@ -38,7 +38,7 @@ class EncoderCache:
         plan = sorted(plan_batches([r.duration for r in rows], ENCODE_SECONDS, 0, 0), key=lambda b: rows[b[0]].duration)
         with torch.inference_mode(), torch.autocast(device.type, torch.bfloat16, enabled=precision == "bf16"):
             for batch in plan:
-                waves = [store[rows[i].audio] if store is not None else load_audio(rows[i].audio) for i in batch]
+                waves = training_waves([rows[i] for i in batch], store, edge_silence)
                 odd = [w.source for w in waves if w.sample_rate != SAMPLE_RATE]
                 if odd:
                     raise DataError(f"{odd[0]}: caching encoder outputs needs {SAMPLE_RATE} Hz training audio")

@@ -32,6 +32,7 @@ from speechkit.training.batches import (
     AudioStore,
     Batch,
     BatchSource,
+    EdgeSilence,
     Row,
     cached_batch,
     choose_task,
@@ -82,9 +83,10 @@ class _StageData:
 
     def __init__(self, stage: StageConfig, setup: TrainSetup, paths: DataPaths, seed: int,
                  store: AudioStore | None, features_on_device: bool, ctc: CtcUnits | None,
-                 cache: EncoderCache | None = None) -> None:  # fmt: skip
+                 cache: EncoderCache | None = None, edge_silence: EdgeSilence | None = None) -> None:  # fmt: skip
         self.stage, self.seed, self.tokenizer, self.store, self.cache = stage, seed, setup.tokenizer, store, cache
         self.ctc = ctc if stage.ctc_weight else None
+        self.edge_silence = edge_silence
         self.device_frontend = LogMelFrontend(setup.device) if features_on_device else None
         if stage.data == "text":
             if paths.text is None:
@@ -111,7 +113,7 @@ class _StageData:
         tasks = [choose_task(self.stage.tasks, self.seed, epoch, r) for r in rows]
         if self.cache is not None:
             return cached_batch(rows, tasks, self.tokenizer, [self.cache.length(r.id) for r in rows])
-        return speech_batch(rows, tasks, self.tokenizer, self.frontend, self.store, self.ctc)
+        return speech_batch(rows, tasks, self.tokenizer, self.frontend, self.store, self.ctc, self.edge_silence)
 
     def finish(self, batch: Batch, device: torch.device) -> Batch:
         """``batch`` on ``device``, with its cached encoder outputs, or features computed there if it
@@ -231,13 +233,19 @@ def train(
             cache = None
         elif cache is None and cfg.stages[index].cache_encoder:
             start = time.perf_counter()
-            cache = EncoderCache(model, read_rows(paths.train, True), store, setup.device, cfg.precision)
+            cache = EncoderCache(model, read_rows(paths.train, True), store, setup.device, cfg.precision,
+                                 edge_silence(cfg))
             log.info("encoder outputs cached in %.1f s", time.perf_counter() - start)
         position = _run_stage(cfg, setup, extra, store, paths, run_dir, position, saved, history, dev, stop_at_step,
                               on_record, cache if cfg.stages[index].cache_encoder else None)  # fmt: skip
         if stop_at_step is not None and position.global_step >= stop_at_step:
             break
     return history
+
+
+def edge_silence(cfg: TrainConfig) -> EdgeSilence | None:
+    """The run's silence around training clips (one draw per clip for the whole run), or None."""
+    return EdgeSilence(cfg.edge_silence_s, cfg.seed) if cfg.edge_silence_s > 0 else None
 
 
 def ctc_units(cfg: TrainConfig, tokenizer: Tokenizer, vocab_size: int, paths: DataPaths) -> CtcUnits:
@@ -265,7 +273,7 @@ def _run_stage(cfg, setup, extra, store, paths, run_dir, position, saved, histor
     if saved is not None:
         ckpt.load_optimizer_state(saved, optimizer, names)
     data = _StageData(stage, setup, paths, cfg.seed + position.stage, store, cfg.features_on_device,
-                      head.units if head is not None else None, cache)  # fmt: skip
+                      head.units if head is not None else None, cache, edge_silence(cfg))  # fmt: skip
     if stage.init_feature_stats and position.step == 0:
         first = data.finish(data.build(0, list(range(min(FEATURE_STATS_ROWS, len(data.rows))))), setup.device)
         set_feature_stats_(model, first.features.cpu(), first.feature_lengths.cpu())
