@@ -43,6 +43,8 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=200, help="timed steps per workers count")
     parser.add_argument("--workers", type=int, nargs="+", default=[0, 14])
     parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--compile", action="store_true",
+                        help="torch.compile encoder, projector, decoder (dynamic shapes); medians absorb compilation")
     parser.add_argument("overrides", nargs="*", help="recipe overrides, e.g. train.precision=fp32 on a CPU")
     args = parser.parse_args()
     recipe = load_train_config(RECIPE, args.overrides)
@@ -52,13 +54,16 @@ def main() -> None:
     official = official_config(recipe.model, tokenizer, len(vocab))
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     model = build_model(official, tokenizer, recipe.model.init_std, recipe.train.seed).to(device).train()
+    if args.compile:
+        for part in (model.audio.encoder, model.audio.projector, model.decoder):
+            part.compile(dynamic=True)
     setup = TrainSetup(model, official, tokenizer, args.prepared / "tokenizer", device)
     paths = DataPaths(train=args.audio / "train.jsonl")
     rows = read_rows(paths.train, True)
     start = time.perf_counter()
     store = AudioStore(rows, threads=8)
     name = torch.cuda.get_device_name() if device.type == "cuda" else "cpu"
-    report: dict = {"device": name, "stage": stage.name, "rows": len(rows),
+    report: dict = {"device": name, "stage": stage.name, "rows": len(rows), "compiled": args.compile,
                     "store_s": round(time.perf_counter() - start, 1)}  # fmt: skip
     cache = None
     if stage.cache_encoder:
