@@ -1,9 +1,11 @@
 """Where a real training-loop step goes: a recipe stage on real synthesized data, phase by phase.
 
     python eval/bench/train_loop_profile.py --prepared PREPARED --audio AUDIO --stage asr --out DIR  # on the GPU
+    ... --stage ctc --compile        # the model torch.compiled first
+    ... --workers 0 train.precision=fp32 --steps 10     # a CPU check (recipe overrides last)
 
-``train_profile.py`` times a fixed batch; the loop itself was 2-5x slower (run 9's cached asr stage: 25-170
-ms a step, session 4's probe of the same decoder work: ~10-25 ms with five processes on one GPU). This
+``train_profile.py`` times a fixed batch; the loop itself was slower (run 9's cached asr stage: 25-170 ms a
+step; the cause was cuDNN attention planning every new shape, session 5: now ~19-27 ms on an H100). This
 runs the trainer's own stage data (``--stage`` of ``recipes/synthetic_demo/config.yaml``, a randomly
 initialised model, the training audio in memory, encoder outputs cached if the stage caches them) with
 each ``--workers`` count in turn, and times every step's phases with the device synchronised: waiting for
