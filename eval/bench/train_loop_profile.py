@@ -2,7 +2,7 @@
 
     python eval/bench/train_loop_profile.py --prepared PREPARED --audio AUDIO --stage asr --out DIR  # on the GPU
     ... --stage ctc --compile        # the model torch.compiled first
-    ... --workers 0 train.precision=fp32 --steps 10     # a CPU check (recipe overrides last)
+    ... --workers 0 --steps 10 train.precision=fp32     # a CPU check (recipe overrides last)
 
 ``train_profile.py`` times a fixed batch; the loop itself was slower (run 9's cached asr stage: 25-170 ms a
 step; the cause was cuDNN attention planning every new shape, session 5: now ~19-27 ms on an H100). This
