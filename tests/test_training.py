@@ -289,9 +289,12 @@ def test_reading_exercises_fill_the_audio_slots_with_the_sentence(corpus: Path, 
 
 
 def test_cached_encoder_stage_trains_on_the_encoders_outputs(corpus: Path, tmp_path: Path) -> None:
+    from speechkit.errors import DataError
+    from speechkit.model.encoder import EncoderOutput
     from speechkit.text.prompts import Task
     from speechkit.training.batches import cached_batch, read_rows
     from speechkit.training.encoder_cache import EncoderCache
+    from speechkit.training.trainer import cached_embeds
 
     setup = _setup(corpus)
     rows = read_rows(corpus / "train.jsonl", True)
@@ -300,14 +303,23 @@ def test_cached_encoder_stage_trains_on_the_encoders_outputs(corpus: Path, tmp_p
     setup.model.eval()
     with torch.no_grad():
         encoded = setup.model.audio.encoder(reference.features, reference.feature_lengths)
-    got = cache.gather([r.id for r in rows[:3]])
-    assert got.lengths.tolist() == encoded.lengths.tolist()
-    for i, n in enumerate(got.lengths.tolist()):  # valid tokens; the cache pads with zeros
-        torch.testing.assert_close(got.hidden[i, :n].float(), encoded.hidden[i, :n], )
-        assert not got.hidden[i, n:].any()
+    got, lengths = _cached_outputs(cache, [r.id for r in rows[:3]], setup.tokenizer.special.audio)
+    assert lengths == encoded.lengths.tolist()
+    for i, n in enumerate(lengths):  # valid tokens; positions that are not audio read the zero row
+        torch.testing.assert_close(got[i, :n].float(), encoded.hidden[i, :n])
+        assert not got[i, n:].any()
     tasks = [Task.ASR, Task.AST, Task.AST_COT]
-    batch = cached_batch(rows[:3], tasks, setup.tokenizer, [cache.length(r.id) for r in rows[:3]])
+    audio = setup.tokenizer.special.audio
+    batch = cached_batch(rows[:3], tasks, setup.tokenizer, [cache.length(r.id) for r in rows[:3]],
+                         lambda ids, input_ids: cache.sources(ids, input_ids, audio))  # fmt: skip
     assert torch.equal(batch.input_ids, reference.input_ids) and torch.equal(batch.labels, reference.labels)
+    # the cached path's decoder input is embed_inputs of the projected encoder outputs
+    model = setup.model
+    with torch.no_grad():
+        want = model.embed_inputs(batch.input_ids, EncoderOutput(model.audio.projector(encoded.hidden), encoded.lengths))
+        torch.testing.assert_close(cached_embeds(model, batch.input_ids, cache.rows(batch.audio_source)), want)
+    with pytest.raises(DataError, match=f"{rows[0].id}: the prompt has 1 audio tokens, the cache"):
+        cache.sources([rows[0].id], torch.tensor([[audio, 7]]), audio)
     # a stage on cached outputs trains the decoder, leaves the encoder, and resumes exactly
     stage = StageConfig("asr", "speech", ("projector", "decoder"), cache_encoder=True, max_steps=4, lr=3e-3,
                         warmup_steps=1, batch_seconds=2.5, tasks={"asr": 1.0, "ast": 1.0})  # fmt: skip
@@ -319,6 +331,13 @@ def test_cached_encoder_stage_trains_on_the_encoders_outputs(corpus: Path, tmp_p
     resumed = _losses(train(cfg, _setup(corpus), paths, tmp_path / "cut"))
     for step in (7, 8):
         assert resumed[step] == full[step], (step, resumed[step], full[step])
+
+
+def _cached_outputs(cache, row_ids: list[str], audio: int) -> tuple[torch.Tensor, list[int]]:
+    """The cached outputs of ``row_ids`` (B, longest, dim), read through prompts of audio tokens only."""
+    lengths = [cache.length(i) for i in row_ids]
+    input_ids = torch.tensor([[audio] * n + [-1] * (max(lengths) - n) for n in lengths])
+    return cache.rows(cache.sources(row_ids, input_ids, audio)), lengths
 
 
 def test_cache_encoder_needs_a_frozen_encoder_and_no_ctc() -> None:
@@ -380,9 +399,51 @@ def test_edge_silence_is_fixed_per_clip_and_shared_by_batches_and_the_encoder_ca
     setup.model.eval()
     with torch.no_grad():
         encoded = setup.model.audio.encoder(features.features, features.feature_lengths)
-    got = cache.gather([r.id for r in rows])
-    assert got.lengths.tolist() == encoded.lengths.tolist()
-    for i, n in enumerate(got.lengths.tolist()):
-        torch.testing.assert_close(got.hidden[i, :n].float(), encoded.hidden[i, :n])
+    got, lengths = _cached_outputs(cache, [r.id for r in rows], setup.tokenizer.special.audio)
+    assert lengths == encoded.lengths.tolist()
+    for i, n in enumerate(lengths):
+        torch.testing.assert_close(got[i, :n].float(), encoded.hidden[i, :n])
     with pytest.raises(ConfigError, match="edge_silence_s"):
         dataclasses.replace(_config(), edge_silence_s=-1.0)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_graphed_steps_follow_the_eager_steps(corpus: Path) -> None:
+    """fp32 on the GPU: steps replayed from CUDA graphs (padded buckets, capturable AdamW) give the eager
+    steps' losses and weights; a bucket is captured once and replayed for later batches of its shape."""
+    from speechkit.training.batches import read_rows
+    from speechkit.training.encoder_cache import EncoderCache
+    from speechkit.training.graphs import GraphedSteps
+    from speechkit.training.optim import build_optimizer, select_trainable
+    from speechkit.training.trainer import _StageData, _step
+
+    device = torch.device("cuda")
+    stage = StageConfig("asr", "speech", ("projector", "decoder", "lora"), lora=True, cache_encoder=True,
+                        tasks={"asr": 1.0, "ast": 1.0, "ast_cot": 1.0}, lr=3e-3, batch_seconds=2.5)  # fmt: skip
+    cfg = TrainConfig(stages=(stage,), precision="fp32")
+    runs = []
+    for graphed in (False, True):
+        setup = dataclasses.replace(_setup(corpus), device=device)
+        model = setup.model.to(device).train()
+        cache = EncoderCache(model, read_rows(corpus / "train.jsonl", True), None, device, precision="fp32")
+        params = select_trainable(model, stage)
+        optimizer = build_optimizer(params, stage, cfg.betas, cfg.eps, capturable=graphed)
+        data = _StageData(stage, setup, DataPaths(train=corpus / "train.jsonl"), 0, None, False, None, cache)
+        stepper = GraphedSteps(lambda b: _loss(model, None, b, cfg, stage, 0, cache), list(params.values()),
+                               optimizer, cfg.grad_clip, cache.pad_index) if graphed else None  # fmt: skip
+        losses = []
+        for epoch in range(3):
+            for batch in data.loader(epoch, 0, 0):
+                if graphed:
+                    loss, norm = stepper(batch, 1e-3)
+                else:
+                    loss, norm = _step(model, None, data.finish(batch, device), optimizer, params, cfg, stage, 1e-3,
+                                       0, cache)  # fmt: skip
+                losses.append((float(loss), float(norm)))
+        runs.append((losses, {k: p.detach().cpu() for k, p in params.items()}, stepper))
+    (eager, eager_weights, _), (graph, graph_weights, stepper) = runs
+    assert len(stepper.buckets) < len(graph), "every batch captured a new graph"
+    np.testing.assert_allclose(np.array(graph), np.array(eager), rtol=1e-4, atol=1e-6)
+    for name, weight in eager_weights.items():
+        torch.testing.assert_close(graph_weights[name], weight, rtol=1e-4, atol=1e-5, msg=name)

@@ -24,7 +24,6 @@ import torch
 from speechkit.audio import SAMPLE_RATE, LogMelFrontend, Waveform, load_audio
 from speechkit.audio.features import WIN_LENGTH, num_audio_tokens
 from speechkit.errors import DataError
-from speechkit.model.encoder import EncoderOutput
 from speechkit.text.prompts import COT_SEPARATOR, PromptSpec, Task, encode_prompt
 from speechkit.text.tokenizer import Tokenizer
 from speechkit.training.ctc import CtcUnits
@@ -141,15 +140,16 @@ class Batch:
     ctc_target_lengths: torch.Tensor | None = None  # (ASR rows,) int64
     reading_ids: torch.Tensor | None = None  # (reading rows, S) token ids whose embeddings fill the audio slots
     reading_lengths: torch.Tensor | None = None  # (reading rows,) int64 audio slots of each
-    row_ids: tuple[str, ...] | None = None  # a batch for cached encoder outputs: whose outputs to fetch
-    encoded: EncoderOutput | None = None  # those outputs, fetched on the training device
+    # a batch for cached encoder outputs: (B, L) int64, the cache row of each position's audio embedding
+    # (EncoderCache.sources; its zero row where the position is not audio)
+    audio_source: torch.Tensor | None = None
 
     def to(self, device: torch.device) -> Batch:
         move = (lambda t: None if t is None else t.to(device, non_blocking=True))  # noqa: E731
         return Batch(move(self.input_ids), move(self.labels), move(self.features), move(self.feature_lengths),
                      move(self.asr_rows), self.pad_id, move(self.waves), self.wave_lengths,
                      move(self.ctc_targets), move(self.ctc_target_lengths), move(self.reading_ids),
-                     self.reading_lengths, self.row_ids, self.encoded)  # fmt: skip
+                     self.reading_lengths, move(self.audio_source))  # fmt: skip
 
 
 class AudioStore:
@@ -279,12 +279,15 @@ def padded_waves(waves: Sequence[Waveform]) -> tuple[torch.Tensor, torch.Tensor]
     return padded, lengths
 
 
-def cached_batch(rows: list[Row], tasks: list[Task], tokenizer: Tokenizer, audio_tokens: list[int]) -> Batch:
-    """Prompted batch for cached encoder outputs (``audio_tokens[i]`` of row i): the prompts and the row
-    ids only; the training device fetches the outputs (:class:`speechkit.training.encoder_cache.EncoderCache`)."""
+def cached_batch(rows: list[Row], tasks: list[Task], tokenizer: Tokenizer, audio_tokens: list[int],
+                 sources) -> Batch:  # fmt: skip
+    """Prompted batch for cached encoder outputs (``audio_tokens[i]`` of row i): the prompts, and where each
+    audio position's output sits in the cache (``sources(row_ids, input_ids)``, see
+    :meth:`speechkit.training.encoder_cache.EncoderCache.sources`)."""
     input_ids, labels = _prompted(rows, tasks, tokenizer, audio_tokens)
     asr = torch.tensor([task is Task.ASR for task in tasks])
-    return Batch(input_ids, labels, None, None, asr, tokenizer.special.endoftext, row_ids=tuple(r.id for r in rows))
+    source = sources([r.id for r in rows], input_ids)
+    return Batch(input_ids, labels, None, None, asr, tokenizer.special.endoftext, audio_source=source)
 
 
 def _prompted(rows: list[Row], tasks: list[Task], tokenizer: Tokenizer,

@@ -147,12 +147,14 @@ def _load_strict(ckpt: Path, module: nn.Module, state: dict[str, torch.Tensor]) 
 def load_optimizer_state(tensors: dict[str, torch.Tensor], optimizer: torch.optim.Optimizer, names: list[str]) -> None:
     """Put the saved AdamW moments and step counts back on the parameters they belong to."""
     params = [p for group in optimizer.param_groups for p in group["params"]]
+    # fused and capturable AdamW keep their step counts on the parameters' device, the loop on the host
+    on_device = optimizer.defaults.get("fused") or optimizer.defaults.get("capturable")
     for name, param in zip(names, params, strict=True):
         prefix = f"optim.{name}."
         state = {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)}
         if state:
             optimizer.state[param] = {
-                k: v.to(param.device) if v.ndim else v.clone() for k, v in state.items()
+                k: v.to(param.device) if v.ndim or on_device else v.clone() for k, v in state.items()
             }
 
 

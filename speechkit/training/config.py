@@ -164,6 +164,9 @@ class TrainConfig:
     # up to this many seconds of silence before and after each training clip (fixed per clip): espeak-ng's
     # clips start and end tight, and run 11's model lost the first words of most clips given ~0.2 s more
     edge_silence_s: float = 0.0
+    # stages on cached encoder outputs, on a CUDA device: replay each step from a CUDA graph per padded
+    # batch shape (speechkit/training/graphs.py); the eager step is host-bound there
+    cuda_graphs: bool = False
 
     def __post_init__(self) -> None:
         if self.ctc_units not in ("tokens", "chars") or self.ctc_upsample < 1:

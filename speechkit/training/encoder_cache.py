@@ -2,9 +2,11 @@
 
 A stage that trains only the projector, decoder or LoRA would otherwise run the encoder forward on every
 step for the same result. The cache holds each utterance's (T', encoder_dim) output on the training
-device, in bf16 under bf16 training (107 h of audio at 80 ms a token and 256 dims: about 2.5 GB), and
-pads a batch's outputs on request. Its audio is the training batches' (edge silence included); it is
-computed in eval mode without SpecAugment, so a resumed run rebuilds it bit for bit.
+device, in bf16 under bf16 training (107 h of audio at 80 ms a token and 256 dims: about 2.5 GB), as the
+rows of one flat tensor; a batch addresses them by row index (:meth:`EncoderCache.sources`), so fetching
+a batch's outputs is one gather on the device, inside a captured CUDA graph too. Its audio is the training
+batches' (edge silence included); it is computed in eval mode without SpecAugment, so a resumed run
+rebuilds it bit for bit.
 """
 
 from __future__ import annotations
@@ -15,15 +17,18 @@ import torch
 
 from speechkit.audio import SAMPLE_RATE, LogMelFrontend
 from speechkit.errors import DataError
-from speechkit.model.encoder import EncoderOutput
 from speechkit.model.speech_model import SpeechModel
 from speechkit.training.batches import AudioStore, EdgeSilence, Row, padded_waves, plan_batches, training_waves
 
-ENCODE_SECONDS = 600.0  # padded audio seconds per encoder pass while building the cache
+# padded audio seconds per encoder pass while building the cache: the pass is host-bound (run 11: 48 s for
+# 70k clips at 600 s a pass), so fewer, larger passes
+ENCODE_SECONDS = 3000.0
 
 
 class EncoderCache:
-    """The encoder's output for every row (by id): ``length(id)`` audio tokens, ``gather(ids)`` pads them."""
+    """The encoder's output for every row (by id): ``length(id)`` audio tokens; ``sources`` addresses them
+    from a batch's prompts, ``rows`` fetches them. The last row is zeros (``pad_index``), the source of
+    every position that is not audio."""
 
     def __init__(self, model: SpeechModel, rows: Sequence[Row], store: AudioStore | None, device: torch.device,
                  precision: str = "bf16", edge_silence: EdgeSilence | None = None) -> None:  # fmt: skip
@@ -50,17 +55,29 @@ class EncoderCache:
                     self._where[rows[i].id] = (offset, n)
                     offset += n
         encoder.train(was_training)
-        self._flat = torch.cat(parts)
+        parts.append(parts[-1].new_zeros(1, parts[-1].shape[1]))
+        self.flat = torch.cat(parts)  # (audio tokens of all rows + 1, encoder_dim)
+        self.pad_index = offset
 
     def length(self, row_id: str) -> int:
         """Audio tokens of ``row_id``."""
         return self._where[row_id][1]
 
-    def gather(self, row_ids: Sequence[str]) -> EncoderOutput:
-        """The rows' outputs right-padded with zeros: hidden (B, max T', encoder_dim), lengths (B,)."""
-        spans = [self._where[i] for i in row_ids]
-        lengths = torch.tensor([n for _, n in spans], dtype=torch.int64)
-        hidden = self._flat.new_zeros(len(spans), int(lengths.max()), self._flat.shape[1])
-        for j, (start, n) in enumerate(spans):
-            hidden[j, :n] = self._flat[start : start + n]
-        return EncoderOutput(hidden, lengths.to(self._flat.device))
+    def sources(self, row_ids: Sequence[str], input_ids: torch.Tensor, audio_token: int) -> torch.Tensor:
+        """(B, L) int64: for each audio-token position of ``input_ids`` (B, L), the cache row of its
+        encoder output (row i's audio positions, in order, get row ``row_ids[i]``'s tokens); ``pad_index``
+        elsewhere. Raises if a prompt's audio-token count is not its row's."""
+        audio = input_ids == audio_token
+        counts = audio.sum(dim=1)
+        starts = torch.tensor([self._where[i][0] for i in row_ids], dtype=torch.int64)
+        expected = torch.tensor([self._where[i][1] for i in row_ids], dtype=torch.int64)
+        if not torch.equal(counts, expected):
+            bad = int((counts != expected).nonzero()[0])
+            raise DataError(f"{row_ids[bad]}: the prompt has {int(counts[bad])} audio tokens, the cache "
+                            f"{int(expected[bad])}")  # fmt: skip
+        within = audio.cumsum(dim=1) - 1
+        return torch.where(audio, starts[:, None] + within, torch.full_like(input_ids, self.pad_index))
+
+    def rows(self, index: torch.Tensor) -> torch.Tensor:
+        """The cached outputs at ``index`` (any shape, on the cache's device): (*index.shape, encoder_dim)."""
+        return self.flat[index]

@@ -48,6 +48,7 @@ from speechkit.training.config import StageConfig, TrainConfig, to_dict
 from speechkit.training.ctc import STATE_PREFIX, CtcHead, CtcUnits
 from speechkit.training.encoder_cache import EncoderCache
 from speechkit.training.evaluate import dev_subset, evaluate_dev
+from speechkit.training.graphs import GraphedSteps
 from speechkit.training.model_init import set_feature_stats_
 from speechkit.training.optim import build_optimizer, lr_at, select_trainable, spec_augment
 
@@ -112,15 +113,14 @@ class _StageData:
         rows = [self.rows[i] for i in indices]
         tasks = [choose_task(self.stage.tasks, self.seed, epoch, r) for r in rows]
         if self.cache is not None:
-            return cached_batch(rows, tasks, self.tokenizer, [self.cache.length(r.id) for r in rows])
+            audio = self.tokenizer.special.audio
+            return cached_batch(rows, tasks, self.tokenizer, [self.cache.length(r.id) for r in rows],
+                                lambda ids, input_ids: self.cache.sources(ids, input_ids, audio))  # fmt: skip
         return speech_batch(rows, tasks, self.tokenizer, self.frontend, self.store, self.ctc, self.edge_silence)
 
     def finish(self, batch: Batch, device: torch.device) -> Batch:
-        """``batch`` on ``device``, with its cached encoder outputs, or features computed there if it
-        carries waveforms."""
+        """``batch`` on ``device``, with features computed there if it carries waveforms."""
         batch = batch.to(device)
-        if batch.row_ids is not None:
-            return dataclasses.replace(batch, encoded=self.cache.gather(batch.row_ids))
         return batch if self.device_frontend is None else with_features(batch, self.device_frontend)
 
     def loader(self, epoch: int, start: int, workers: int):
@@ -133,20 +133,28 @@ class _StageData:
 
 
 def _loss(model: SpeechModel, head: CtcHead | None, batch: Batch, cfg: TrainConfig, stage: StageConfig,
-          seed: int) -> torch.Tensor:  # fmt: skip
-    """``ce_weight`` x the decoder's answer-token cross-entropy + ``ctc_weight`` x the CTC of ASR rows."""
+          seed: int, cache: EncoderCache | None = None) -> torch.Tensor:  # fmt: skip
+    """``ce_weight`` x the decoder's answer-token cross-entropy + ``ctc_weight`` x the CTC of ASR rows.
+
+    A batch of a cached stage (``audio_source``) reads its encoder outputs from ``cache``; that path has no
+    host synchronisation and fixed shapes per batch shape, so a CUDA graph can capture it (graphs.py).
+    """
     device = batch.input_ids.device
     loss = torch.zeros((), device=device)
-    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.precision == "bf16"):
-        encoded = batch.encoded
-        if encoded is None and batch.features is not None:
+    # autocast's cache of cast weights would hold tensors of a graph's private pool past its capture
+    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.precision == "bf16", cache_enabled=False):
+        encoded = None
+        if batch.features is not None:
             feats = spec_augment(batch.features, batch.feature_lengths.cpu(), cfg.specaugment, seed)
             encoded = model.audio.encoder(feats, batch.feature_lengths)
-        if stage.ce_weight:
+        if batch.audio_source is not None:
+            embeds = cached_embeds(model, batch.input_ids, cache.rows(batch.audio_source))
+        elif stage.ce_weight:
             audio = None if encoded is None else EncoderOutput(model.audio.projector(encoded.hidden), encoded.lengths)
             if batch.reading_ids is not None:
                 audio = _reading_slots(model, batch, seed)
             embeds = model.embed_inputs(batch.input_ids, audio)
+        if stage.ce_weight:
             positions = torch.arange(embeds.shape[1], device=device).expand(embeds.shape[0], -1)
             logits = model.decoder.logits(model.decoder(embeds, positions))
     if stage.ce_weight:
@@ -156,6 +164,15 @@ def _loss(model: SpeechModel, head: CtcHead | None, batch: Batch, cfg: TrainConf
         ctc = head.loss(encoded, batch.asr_rows, batch.ctc_targets, batch.ctc_target_lengths)
         loss = loss + stage.ctc_weight * ctc
     return loss
+
+
+def cached_embeds(model: SpeechModel, input_ids: torch.Tensor, encoded: torch.Tensor) -> torch.Tensor:
+    """:meth:`SpeechModel.embed_inputs` for cached encoder outputs already placed at their positions:
+    ``encoded`` (B, L, encoder_dim) holds each audio position's encoder output (anything elsewhere).
+    The projector runs on every position (it is position-wise) and the audio positions take its output."""
+    tokens = model.decoder.embed(input_ids)
+    audio = model.audio.projector(encoded).to(tokens.dtype)
+    return torch.where((input_ids == model.audio_token_id).unsqueeze(-1), audio, tokens)
 
 
 READING_NOISE = 0.5  # std of the noise on reading-exercise slots, relative to the embeddings' std
@@ -171,15 +188,16 @@ def _reading_slots(model: SpeechModel, batch: Batch, seed: int) -> EncoderOutput
 
 
 def _step(model, head, batch, optimizer, params, cfg: TrainConfig, stage: StageConfig, lr: float,
-          seed: int) -> tuple[float, float]:  # fmt: skip
+          seed: int, cache: EncoderCache | None) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
+    """One eager optimizer step; returns the loss and the gradient norm before clipping (0-dim tensors)."""
     for group in optimizer.param_groups:
         group["lr"] = lr
-    loss = _loss(model, head, batch, cfg, stage, seed)
+    loss = _loss(model, head, batch, cfg, stage, seed, cache)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     norm = torch.nn.utils.clip_grad_norm_(list(params.values()), cfg.grad_clip)
     optimizer.step()
-    return float(loss.detach()), float(norm)
+    return loss.detach(), norm
 
 
 def train(
@@ -269,11 +287,16 @@ def _run_stage(cfg, setup, extra, store, paths, run_dir, position, saved, histor
     if stage.ctc_weight:
         params |= head.trainable()
     names = list(params)
-    optimizer = build_optimizer(params, stage, cfg.betas, cfg.eps)
+    graphed = cfg.cuda_graphs and cache is not None and setup.device.type == "cuda"
+    optimizer = build_optimizer(params, stage, cfg.betas, cfg.eps, capturable=graphed)
     if saved is not None:
         ckpt.load_optimizer_state(saved, optimizer, names)
     data = _StageData(stage, setup, paths, cfg.seed + position.stage, store, cfg.features_on_device,
                       head.units if head is not None else None, cache, edge_silence(cfg))  # fmt: skip
+    if graphed:
+        # the loss of a cached stage draws no random numbers, so the seed is fixed
+        graph_step = GraphedSteps(lambda b: _loss(model, head, b, cfg, stage, 0, cache), list(params.values()),
+                                  optimizer, cfg.grad_clip, cache.pad_index)  # fmt: skip
     if stage.init_feature_stats and position.step == 0:
         first = data.finish(data.build(0, list(range(min(FEATURE_STATS_ROWS, len(data.rows))))), setup.device)
         set_feature_stats_(model, first.features.cpu(), first.feature_lengths.cpu())
@@ -304,28 +327,39 @@ def _run_stage(cfg, setup, extra, store, paths, run_dir, position, saved, histor
         # steps took 21.4 ms against 18.7 ms without (H100, runs 11 and 10)
         loads_audio = stage.data == "speech" and not stage.cache_encoder
         workers = cfg.num_workers if loads_audio or stage.reading_fraction else 0
-        for batch in data.loader(position.epoch, position.batch, workers):
-            start = time.perf_counter()
+        batches = iter(data.loader(position.epoch, position.batch, workers))
+        # a step's time runs from asking for its batch to the next such moment: waiting for data counts, and
+        # the device is not synchronised per step (a graphed step's GPU work overlaps building the next batch;
+        # the reads of loss and norm at each log line bound how far the host runs ahead)
+        start = time.perf_counter()
+        for batch in batches:
             lr = lr_at(stage, position.step, position.elapsed_s)
             seed = cfg.seed * 1_000_003 + position.global_step
-            loss, norm = _step(model, head, data.finish(batch, setup.device), optimizer, params, cfg, stage, lr, seed)
-            if setup.device.type == "cuda":
-                torch.cuda.synchronize()
+            if graphed:
+                loss, norm = graph_step(batch, lr)
+            else:
+                loss, norm = _step(model, head, data.finish(batch, setup.device), optimizer, params, cfg, stage, lr,
+                                   seed, cache)  # fmt: skip
+            now = time.perf_counter()
             position = dataclasses.replace(
                 position, step=position.step + 1, global_step=position.global_step + 1,
-                batch=position.batch + 1, elapsed_s=position.elapsed_s + time.perf_counter() - start,
+                batch=position.batch + 1, elapsed_s=position.elapsed_s + now - start,
             )  # fmt: skip
             done = finished(position)
             if position.step % cfg.log_every == 0 or done or position.step == 1:
-                record({"global_step": position.global_step, "stage": stage.name, "step": position.step, "loss": loss,
-                        "lr": lr, "grad_norm": norm, "elapsed_s": round(position.elapsed_s, 2),
+                record({"global_step": position.global_step, "stage": stage.name, "step": position.step,
+                        "loss": float(loss), "lr": lr, "grad_norm": float(norm),
+                        "elapsed_s": round(position.elapsed_s, 2),
                         "wall_s": round(time.perf_counter() - wall_start, 2)})  # fmt: skip
+            start = now  # a log line's wait for the device counts towards the next step
             periodic = stage.eval_every and position.step % stage.eval_every == 0
             if dev and stage.data == "speech" and (periodic or done):
                 _evaluate(model, head, setup, stage, dev, position, record)
+                start = time.perf_counter()
             stop = stop_at_step is not None and position.global_step >= stop_at_step
             if done or stop or (stage.save_every and position.step % stage.save_every == 0):
                 checkpoint(position)
+                start = time.perf_counter()
             if done or stop:
                 return position
         position = dataclasses.replace(position, epoch=position.epoch + 1, batch=0)

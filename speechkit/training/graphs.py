@@ -1,0 +1,119 @@
+"""Whole training steps (forward, backward, clipping, AdamW) replayed from CUDA graphs, for stages that train
+on cached encoder outputs.
+
+Why: the demo's cached asr step costs ~19 ms of host time (about 450 kernel launches through Python) around
+~2.3 ms of GPU work on an H100 (session 5, ``eval/bench/train_loop_profile.py``); a graph replays the same
+kernels with one launch. A graph has fixed shapes and addresses, so a batch is padded up to a bucket
+(rows to a multiple of :data:`ROWS_STEP`, tokens to a multiple of :data:`TOKENS_STEP`) and copied into that
+bucket's input buffers; each bucket is captured the first time it is seen. Padding rows carry no labels
+and padding tokens come after a row's last token, so the loss and its gradient are those of the batch
+(the decoder's attention is causal; cross-entropy averages over labelled tokens only).
+
+The step must not synchronise with the host, so the optimizer is AdamW with ``capturable=True`` and its
+learning rate is a device tensor (:func:`speechkit.training.optim.build_optimizer`), and loss and
+gradient norm come back as device tensors, valid until the next step.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from speechkit.training.batches import IGNORE, Batch
+
+ROWS_STEP = 16
+TOKENS_STEP = 32
+
+
+@dataclass
+class _Bucket:
+    graph: torch.cuda.CUDAGraph
+    input_ids: Tensor  # (rows, tokens) int64 on the device: the inputs the graph reads
+    labels: Tensor
+    audio_source: Tensor
+    loss: Tensor  # 0-dim outputs the graph writes
+    grad_norm: Tensor
+
+
+class GraphedSteps:
+    """Training steps of one stage on cached encoder outputs, one CUDA graph per padded batch shape.
+
+    ``loss_fn(batch)`` is the stage's loss of a device batch (it must read only ``input_ids``, ``labels``
+    and ``audio_source``); ``optimizer`` must be capturable with a tensor learning rate; ``pad_index`` is
+    the cache row of zeros (``EncoderCache.pad_index``).
+    """
+
+    def __init__(self, loss_fn: Callable[[Batch], Tensor], params: list[nn.Parameter],
+                 optimizer: torch.optim.Optimizer, grad_clip: float, pad_index: int) -> None:  # fmt: skip
+        if not optimizer.defaults.get("capturable"):
+            raise ValueError("GraphedSteps needs an optimizer built with capturable=True")
+        self.loss_fn, self.params, self.optimizer = loss_fn, params, optimizer
+        self.grad_clip, self.pad_index = grad_clip, pad_index
+        self.device = params[0].device
+        self.pool = torch.cuda.graph_pool_handle()  # one pool: buckets replay one at a time
+        self.buckets: dict[tuple[int, int], _Bucket] = {}
+        _init_adamw_state(optimizer)
+
+    def __call__(self, batch: Batch, lr: float) -> tuple[Tensor, Tensor]:
+        """One optimizer step on ``batch`` (on the host, ideally pinned) at learning rate ``lr``; returns
+        the loss and the gradient norm before clipping (device tensors, overwritten by the next step)."""
+        rows, tokens = batch.input_ids.shape
+        key = (-(-rows // ROWS_STEP) * ROWS_STEP, -(-tokens // TOKENS_STEP) * TOKENS_STEP)
+        for group in self.optimizer.param_groups:
+            group["lr"].fill_(lr)
+        bucket = self.buckets.get(key)
+        if bucket is None:
+            bucket = self.buckets[key] = self._capture(key, batch)
+        else:
+            self._load(bucket, batch)
+        bucket.graph.replay()
+        return bucket.loss, bucket.grad_norm
+
+    def _load(self, bucket: _Bucket, batch: Batch) -> None:
+        rows, tokens = batch.input_ids.shape
+        for static, value, fill in ((bucket.input_ids, batch.input_ids, batch.pad_id),
+                                    (bucket.labels, batch.labels, IGNORE),
+                                    (bucket.audio_source, batch.audio_source, self.pad_index)):  # fmt: skip
+            static.fill_(fill)
+            static[:rows, :tokens].copy_(value, non_blocking=True)
+
+    def _capture(self, key: tuple[int, int], batch: Batch) -> _Bucket:
+        def full(value: int) -> Tensor:
+            return torch.full(key, value, dtype=torch.int64, device=self.device)
+
+        static = Batch(full(batch.pad_id), full(IGNORE), None, None, pad_id=batch.pad_id,
+                       audio_source=full(self.pad_index))  # fmt: skip
+        bucket = _Bucket(torch.cuda.CUDAGraph(), static.input_ids, static.labels, static.audio_source,
+                         torch.empty(()), torch.empty(()))  # fmt: skip
+        self._load(bucket, batch)
+        # lazy initialisation (kernel selection, workspaces) must not happen inside the capture: run the
+        # forward and backward once at this shape on a side stream first, without an optimizer step
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):
+            self.loss_fn(static).backward()
+        torch.cuda.current_stream().wait_stream(side)
+        self.optimizer.zero_grad(set_to_none=True)
+        with torch.cuda.graph(bucket.graph, pool=self.pool):
+            bucket.loss = self.loss_fn(static)
+            bucket.loss.backward()
+            bucket.grad_norm = nn.utils.clip_grad_norm_(self.params, self.grad_clip)
+            self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)  # the captured gradients live in the graph's pool
+        return bucket
+
+
+def _init_adamw_state(optimizer: torch.optim.Optimizer) -> None:
+    """Create AdamW's per-parameter state (as its first step would) before any capture, so that it lives
+    outside the graphs' memory pool; a resumed run's state is kept."""
+    for group in optimizer.param_groups:
+        for param in group["params"]:
+            if not optimizer.state.get(param):
+                optimizer.state[param] = {
+                    "step": torch.zeros((), dtype=torch.float32, device=param.device),
+                    "exp_avg": torch.zeros_like(param, memory_format=torch.preserve_format),
+                    "exp_avg_sq": torch.zeros_like(param, memory_format=torch.preserve_format),
+                }
