@@ -1,20 +1,25 @@
 """Bounded load test against a local ``speechkit serve``: N concurrent real-time streams for T seconds.
 
-    python streaming/loadtest.py FILE --streams 32 --seconds 60 --serve-tiny
+    python streaming/loadtest.py FILE --streams 32 --seconds 60 --serve tiny
+    python streaming/loadtest.py FILE --streams 16 32 64 --seconds 30 --serve full --min-chunk 0.25 --pause 0.3
     python streaming/loadtest.py FILE --streams 32 --seconds 60 --url ws://127.0.0.1:8000/v1/stream
 
-Loopback only (refuses other hosts). ``--serve-tiny`` starts ``speechkit serve`` itself on a free loopback
-port with a tiny random checkpoint that always talks (``write_talking_checkpoint``: junk text, but never the
-empty text after which the engine sends no final), every decode forced to ``--max-new-tokens`` tokens and
-``--max-batch`` requests per batch, and stops it at the end. Each stream replays FILE in
-100 ms pcm16 frames at real-time pace, looping until T, then sends ``end``.
+Loopback only (refuses other hosts). ``--serve`` starts ``speechkit serve`` itself on a free loopback port
+with a random checkpoint that always talks (``write_talking_checkpoint``: junk text, but never the empty
+text after which the engine sends no final): ``tiny`` (the test config, fp32 on the CPU) or ``full`` (the
+released shapes, bf16 on the GPU, about 8 GB written to a temporary folder first). Every decode is forced to
+``--max-new-tokens`` tokens, ``--max-batch`` requests share a batch, and ``--min-chunk``/``--pause`` set the
+engine; the server stops at the end. Each stream replays FILE in 100 ms pcm16 frames at real-time pace,
+looping until T, then sends ``end``. Several ``--streams`` counts run one after another against the same
+server.
 
 Checks every stream's segments: ids 0, 1, 2... each finalized once (a gap is a lost segment, a repeat a
 duplicated one), every segment that had a partial was finalized, final times do not overlap, the stream
-ended with ``done`` and no error. Prints one JSON line with those counts, the p50/p95 finalization
-delay (wall time from sending the frame holding a segment's last audio to receiving its final; it
-includes the ``--pause`` of silence the detector waits for) and the server's batching totals. Exits 1
-when any stream had a problem.
+ended with ``done`` and no error. Prints one JSON line per streams count with those counts, the p50/p95
+finalization delay (wall time from sending the frame holding a segment's last audio to receiving its
+final; it includes the ``--pause`` of silence the detector waits for and up to ``--min-chunk`` until the
+next re-decode) and the server's batching totals (cumulative over the runs). Exits 1 when any stream had
+a problem.
 """
 
 from __future__ import annotations
@@ -145,17 +150,17 @@ def _percentile(values: list[float], q: float) -> float | None:
     return round(float(np.percentile(values, q)), 3) if values else None
 
 
-async def run(args, url: str) -> dict:
+async def run(args, url: str, streams: int) -> dict:
     wave = load_audio(args.file, keep_8k=False)
     pcm = (np.clip(wave.samples, -1, 1) * 32767).astype("<i2")
     load_before = os.getloadavg()
     started = time.monotonic()
-    logs = await asyncio.gather(*(one_stream(url, pcm, args.seconds, args.api_key) for _ in range(args.streams)))
+    logs = await asyncio.gather(*(one_stream(url, pcm, args.seconds, args.api_key) for _ in range(streams)))
     wall = time.monotonic() - started
     problems = [(n, p) for n, log in enumerate(logs) for p in segment_problems(log)]
     delays = [d for log in logs for d in log.delays]
     return {
-        "streams": args.streams, "seconds": args.seconds, "wall_s": round(wall, 1),
+        "streams": streams, "seconds": args.seconds, "wall_s": round(wall, 1),
         "finals": sum(len(log.finals) for log in logs),
         "lost_segments": sum("lost" in p or "no final" in p for _, p in problems),
         "duplicated_segments": sum("twice" in p or "overlaps" in p for _, p in problems),
@@ -170,20 +175,25 @@ async def run(args, url: str) -> dict:
 
 
 @contextlib.contextmanager
-def tiny_server(max_streams: int, max_batch: int, max_new_tokens: int):
-    """``speechkit serve`` of a talking tiny checkpoint on a free loopback port; yields its stream URL."""
-    from speechkit.testing.checkpoint import write_talking_checkpoint
+def served(size: str, args: argparse.Namespace):
+    """``speechkit serve`` of a talking random checkpoint (``size``: tiny or full) on a free loopback port;
+    yields its stream URL."""
+    from speechkit.testing.checkpoint import released_config, write_talking_checkpoint
 
+    full = size == "full"
     with tempfile.TemporaryDirectory(prefix="speechkit-loadtest-") as tmp:
-        model = write_talking_checkpoint(Path(tmp) / "talking", seed=0)
+        model = write_talking_checkpoint(Path(tmp) / "talking", released_config() if full else None, seed=0,
+                                         shard_bytes=2 << 30 if full else 0, device="cuda" if full else "cpu")
         log = Path(tmp) / "serve.log"
-        cmd = [sys.executable, "-m", "speechkit.cli", "serve", "--model", str(model), "--port", "0",
-               "--device", "cpu", "--dtype", "float32", "--max-streams", str(max_streams),
-               "--max-batch", str(max_batch), "--max-new-tokens", str(max_new_tokens)]  # fmt: skip
+        device = ["--device", "cuda", "--dtype", "bfloat16"] if full else ["--device", "cpu", "--dtype", "float32"]
+        cmd = [sys.executable, "-m", "speechkit.cli", "serve", "--model", str(model), "--port", "0", *device,
+               "--max-streams", str(max(args.streams)), "--max-batch", str(args.max_batch),
+               "--max-new-tokens", str(args.max_new_tokens), "--min-chunk", str(args.min_chunk),
+               "--pause", str(args.pause)]  # fmt: skip
         with log.open("w") as out:
             proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT)
         try:
-            deadline = time.monotonic() + 120
+            deadline = time.monotonic() + 300
             while not (found := re.search(r"running on http://127\.0\.0\.1:(\d+)", log.read_text())):
                 if proc.poll() is not None or time.monotonic() > deadline:
                     raise SystemExit(f"loadtest.py: speechkit serve did not start:\n{log.read_text()[-3000:]}")
@@ -198,22 +208,26 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("file")
     p.add_argument("--url", default="ws://127.0.0.1:8000/v1/stream")
-    p.add_argument("--serve-tiny", action="store_true", help="start and stop a tiny-model server (ignores --url)")
-    p.add_argument("--max-batch", type=int, default=32, help="--serve-tiny: requests per model batch")
-    p.add_argument("--max-new-tokens", type=int, default=8, help="--serve-tiny: tokens every decode emits")
-    p.add_argument("--streams", type=int, default=32)
+    p.add_argument("--serve", choices=("tiny", "full"), help="start and stop a server of this model (ignores --url)")
+    p.add_argument("--max-batch", type=int, default=32, help="--serve: requests per model batch")
+    p.add_argument("--max-new-tokens", type=int, default=8, help="--serve: tokens every decode emits")
+    p.add_argument("--min-chunk", type=float, default=1.0, help="--serve: new audio (s) that triggers a re-decode")
+    p.add_argument("--pause", type=float, default=0.5, help="--serve: silence (s) that finalizes a segment")
+    p.add_argument("--streams", type=int, nargs="+", default=[32], help="concurrent streams (runs in turn)")
     p.add_argument("--seconds", type=float, default=60.0)
     p.add_argument("--api-key", default=None)
     args = p.parse_args(argv)
     if urlparse(args.url).hostname not in LOOPBACK:
         raise SystemExit("loadtest.py: loopback only; point --url at 127.0.0.1")
-    if not (1 <= args.streams <= 256 and 0 < args.seconds <= 600):
+    if not (all(1 <= n <= 256 for n in args.streams) and 0 < args.seconds <= 600):
         raise SystemExit("loadtest.py: --streams must be in [1, 256] and --seconds in (0, 600]")
-    tiny = tiny_server(args.streams, args.max_batch, args.max_new_tokens) if args.serve_tiny else None
-    with tiny or contextlib.nullcontext(args.url) as url:
-        report = asyncio.run(run(args, url))
-    print(json.dumps(report))
-    return 1 if report["streams_with_problems"] else 0
+    failed = False
+    with served(args.serve, args) if args.serve else contextlib.nullcontext(args.url) as url:
+        for streams in args.streams:
+            report = asyncio.run(run(args, url, streams))
+            print(json.dumps(report), flush=True)
+            failed |= bool(report["streams_with_problems"])
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":

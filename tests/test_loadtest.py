@@ -55,7 +55,7 @@ def test_short_run_against_a_tiny_server(capsys):
     """3 streams for 6 s (CI's cut of the 32 x 60 s run in streaming/LOADTEST.md): every segment final once."""
     if jfk_path() is None:
         pytest.skip("shared/data/audio/jfk.flac is not next to this checkout")  # the VAD takes no synthetic tones
-    rc = loadtest.main([str(jfk_path()), "--serve-tiny", "--streams", "3", "--seconds", "6"])
+    rc = loadtest.main([str(jfk_path()), "--serve", "tiny", "--streams", "3", "--seconds", "6"])
     report = json.loads(capsys.readouterr().out)
     assert rc == 0 and report["problems"] == [] and report["streams_with_problems"] == 0
     assert report["finals"] >= 3 * 2  # JFK pauses at ~2.2 s and ~4.4 s: each stream closes two segments or more

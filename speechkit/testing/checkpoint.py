@@ -253,9 +253,10 @@ def write_random_checkpoint(
     return root
 
 
-def write_talking_checkpoint(root: str | Path, *, seed: int = 0) -> Path:
-    """:func:`write_random_checkpoint` whose decoder always talks: every embedding row outside the tiny
-    tokenizer's BPE symbols (special tokens, end of text, the unused ids up to ``vocab_size``) is zeroed.
+def write_talking_checkpoint(root: str | Path, cfg: dict[str, Any] | None = None, *, seed: int = 0,
+                             shard_bytes: int = 0, device: str = "cpu") -> Path:  # fmt: skip
+    """:func:`write_random_checkpoint` (same arguments) whose decoder always talks: every embedding row outside
+    the tiny tokenizer's BPE symbols (special tokens, end of text, the unused ids up to ``vocab_size``) is zeroed.
 
     The output head is tied to the embeddings, so those tokens score 0 while the largest of ~600 random
     scores is positive: every decode runs to its ``max_new_tokens`` and yields junk text, never the empty
@@ -266,7 +267,7 @@ def write_talking_checkpoint(root: str | Path, *, seed: int = 0) -> Path:
 
     from speechkit.testing.tokenizer import SPECIAL_TOKENS
 
-    root = write_random_checkpoint(root, seed=seed)
+    root = write_random_checkpoint(root, cfg, seed=seed, shard_bytes=shard_bytes, device=device)
     vocab = json.loads((root / "tokenizer.json").read_text())["model"]["vocab"]
     spelled = 1 + max(i for i in vocab.values() if i not in SPECIAL_TOKENS)
     key = "model.embed_tokens.weight"
