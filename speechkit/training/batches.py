@@ -144,6 +144,13 @@ class Batch:
     # (EncoderCache.sources; its zero row where the position is not audio)
     audio_source: torch.Tensor | None = None
 
+    def pin_memory(self) -> Batch:
+        """The batch with its host tensors in page-locked memory (DataLoader's ``pin_memory`` calls this), so
+        copies to the GPU run asynchronously."""
+        pinned = {f.name: getattr(self, f.name).pin_memory() for f in dataclasses.fields(self)
+                  if isinstance(getattr(self, f.name), torch.Tensor)}  # fmt: skip
+        return dataclasses.replace(self, **pinned)
+
     def to(self, device: torch.device) -> Batch:
         move = (lambda t: None if t is None else t.to(device, non_blocking=True))  # noqa: E731
         return Batch(move(self.input_ids), move(self.labels), move(self.features), move(self.feature_lengths),
