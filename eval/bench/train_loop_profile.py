@@ -88,7 +88,7 @@ def main() -> None:
         batch = data.finish(batch, device)
         sync()
         marks.append(time.perf_counter())
-        loss = _loss(model, head, batch, recipe.train, stage, 0)
+        loss = _loss(model, head, batch, recipe.train, stage, 0, cache)
         sync()
         marks.append(time.perf_counter())
         optimizer.zero_grad(set_to_none=True)

@@ -106,7 +106,7 @@ class Attention(nn.Module):
             group = heads // kv_heads
             out = sdpa(
                 q.reshape(batch, kv_heads, group, self.head_dim), k, v, attn_mask=mask, scale=self.head_dim**-0.5
-            ).view(batch, heads, 1, self.head_dim)
+            ).reshape(batch, heads, 1, self.head_dim)  # the mem-efficient kernel returns a transposed layout
         else:
             out = sdpa(
                 q, k, v,
