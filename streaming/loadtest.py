@@ -202,6 +202,8 @@ def served(size: str, args: argparse.Namespace):
         finally:
             proc.terminate()
             proc.wait(timeout=30)
+            if args.server_log is not None:
+                args.server_log.write_text(log.read_text())
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -213,6 +215,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--max-new-tokens", type=int, default=8, help="--serve: tokens every decode emits")
     p.add_argument("--min-chunk", type=float, default=1.0, help="--serve: new audio (s) that triggers a re-decode")
     p.add_argument("--pause", type=float, default=0.5, help="--serve: silence (s) that finalizes a segment")
+    p.add_argument("--server-log", type=Path, default=None, help="--serve: keep the server's log here")
     p.add_argument("--streams", type=int, nargs="+", default=[32], help="concurrent streams (runs in turn)")
     p.add_argument("--seconds", type=float, default=60.0)
     p.add_argument("--api-key", default=None)
