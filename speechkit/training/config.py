@@ -162,7 +162,8 @@ class TrainConfig:
     ctc_units: Literal["tokens", "chars"] = "tokens"
     ctc_upsample: int = 1
     # up to this many seconds of silence before and after each training clip (fixed per clip): espeak-ng's
-    # clips start and end tight, and run 11's model lost the first words of most clips given ~0.2 s more
+    # clips start and end tight, and run 11's model (trained without it) lost the first words of most clips
+    # given ~0.2 s more; run 12's (0.5 s) keeps them after 1 s
     edge_silence_s: float = 0.0
     # stages on cached encoder outputs, on a CUDA device: replay each step from a CUDA graph per padded
     # batch shape (speechkit/training/graphs.py); the eager step is host-bound there
