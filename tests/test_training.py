@@ -450,3 +450,21 @@ def test_graphed_steps_follow_the_eager_steps(corpus: Path) -> None:
     np.testing.assert_allclose(np.array(graph), np.array(eager), rtol=1e-4, atol=1e-6)
     for name, weight in eager_weights.items():
         torch.testing.assert_close(graph_weights[name], weight, rtol=1e-4, atol=1e-5, msg=name)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_graphed_encoder_stage_follows_the_eager_stage(corpus: Path, tmp_path: Path) -> None:
+    """fp32 on the GPU: a CTC stage whose encoder runs from CUDA graphs gives the eager stage's losses."""
+    stage = StageConfig("ctc", "speech", ("encoder",), ce_weight=0.0, ctc_weight=1.0, max_steps=8, lr=3e-3,
+                        warmup_steps=1, batch_seconds=2.5, init_feature_stats=True)  # fmt: skip
+    losses = []
+    for graphs in (False, True):
+        cfg = TrainConfig(stages=(stage,), precision="fp32", log_every=1, cuda_graphs_encoder=graphs, ctc_units="chars",
+                          ctc_upsample=3, audio_in_memory=True, features_on_device=True)  # fmt: skip
+        setup = dataclasses.replace(_setup(corpus), device=torch.device("cuda"))
+        history = train(cfg, setup, DataPaths(train=corpus / "train.jsonl"), tmp_path / str(graphs))
+        losses.append(list(_losses(history).values()))
+    eager, graphed = losses
+    assert len(eager) == len(graphed) == 8
+    np.testing.assert_allclose(graphed, eager, rtol=1e-4)

@@ -83,13 +83,17 @@ class AudioEncoder(nn.Module):
             frames + self.config.time_reduction - 1, self.config.time_reduction, rounding_mode="floor"
         )
 
-    def forward(self, features: torch.Tensor, lengths: torch.Tensor | None = None) -> EncoderOutput:
+    def forward(
+        self, features: torch.Tensor, lengths: torch.Tensor | None = None, *, lengths_on_host: bool = True
+    ) -> EncoderOutput:
         """Encode a batch of log-mel features.
 
         Args:
             features: (B, T, n_mels) log-mel, any float dtype; cast to the encoder's dtype first
                 (as the official model does) so normalisation runs in that dtype.
             lengths: (B,) valid frames per item; None means every item fills T (no masking).
+            lengths_on_host: return the token lengths on the CPU (a device synchronisation); False keeps
+                them where they were computed, as a CUDA-graph capture needs.
         """
         dtype = self.encoder_embedding.global_mean.dtype
         x = self.encoder_embedding(features.to(dtype))
@@ -110,7 +114,7 @@ class AudioEncoder(nn.Module):
         h = h.reshape(batch, padded, dim)[:, :total]
         if tok_lengths is None:
             tok_lengths = torch.full((batch,), total, dtype=torch.int64)
-        return EncoderOutput(h, tok_lengths.cpu())
+        return EncoderOutput(h, tok_lengths.cpu() if lengths_on_host else tok_lengths)
 
     def _key_mask(
         self, tok_lengths: torch.Tensor, n_windows: int, window: int, dtype: torch.dtype

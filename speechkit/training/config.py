@@ -168,6 +168,9 @@ class TrainConfig:
     # stages on cached encoder outputs, on a CUDA device: replay each step from a CUDA graph per padded
     # batch shape (speechkit/training/graphs.py); the eager step is host-bound there
     cuda_graphs: bool = False
+    # stages that train the encoder alone (CTC), on a CUDA device: the encoder's forward and backward from
+    # CUDA graphs (graphs.GraphedEncoder), the rest of the step eager
+    cuda_graphs_encoder: bool = False
 
     def __post_init__(self) -> None:
         if self.ctc_units not in ("tokens", "chars") or self.ctc_upsample < 1:

@@ -1,5 +1,6 @@
-"""Whole training steps (forward, backward, clipping, AdamW) replayed from CUDA graphs, for stages that train
-on cached encoder outputs.
+"""Training steps replayed from CUDA graphs: whole steps (forward, backward, clipping, AdamW) for stages that
+train on cached encoder outputs (:class:`GraphedSteps`), and the encoder's forward and backward for stages
+that train it (:class:`GraphedEncoder`).
 
 Why: the demo's cached asr step costs ~19 ms of host time (about 450 kernel launches through Python) around
 ~2.3 ms of GPU work on an H100 (session 5, ``eval/bench/train_loop_profile.py``); a graph replays the same
@@ -22,10 +23,14 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
+from speechkit.model.encoder import AudioEncoder, EncoderOutput
 from speechkit.training.batches import IGNORE, Batch
 
 ROWS_STEP = 16
 TOKENS_STEP = 32
+# encoder stages: a step is host-bound whatever its size, so coarse buckets (fewer captures, more padding)
+ENCODER_ROWS_STEP = 32
+ENCODER_FRAMES_STEP = 256
 
 
 @dataclass
@@ -117,3 +122,54 @@ def _init_adamw_state(optimizer: torch.optim.Optimizer) -> None:
                     "exp_avg": torch.zeros_like(param, memory_format=torch.preserve_format),
                     "exp_avg_sq": torch.zeros_like(param, memory_format=torch.preserve_format),
                 }
+
+
+class _Hidden(nn.Module):
+    """The encoder's hidden states alone, token lengths kept on the device (a graph cannot synchronise)."""
+
+    def __init__(self, encoder: AudioEncoder) -> None:
+        super().__init__()
+        self.encoder = encoder
+
+    def forward(self, features: Tensor, lengths: Tensor) -> Tensor:
+        return self.encoder(features, lengths, lengths_on_host=False).hidden
+
+
+class GraphedEncoder:
+    """``encoder(features, lengths)`` for a stage that trains the encoder, its forward and backward replayed
+    from CUDA graphs (``torch.cuda.make_graphed_callables``), one pair per padded batch shape (rows to a
+    multiple of :data:`ENCODER_ROWS_STEP`, frames to :data:`ENCODER_FRAMES_STEP`).
+
+    Why: the demo's CTC step is ~69 ms of host time (kernel launches of the Conformer, forward and backward)
+    whatever the batch (session 5). What surrounds the encoder stays eager: the front end, SpecAugment,
+    the CTC head and loss (whose lengths live on the host), clipping and AdamW. Padding rows are full-length
+    zeros whose outputs are dropped; padding frames lie beyond every row's length, which the encoder masks,
+    so the real rows' outputs are those of the batch alone. Call it inside the stage's autocast with
+    ``cache_enabled=False`` (captures and replays must see the same casts).
+    """
+
+    def __init__(self, encoder: AudioEncoder) -> None:
+        self.encoder = encoder
+        self.device = next(encoder.parameters()).device
+        self.pool = torch.cuda.graph_pool_handle()  # a step replays one bucket's forward, then its backward
+        self.buckets: dict[tuple[int, int], Callable[[Tensor, Tensor], Tensor]] = {}
+
+    def __call__(self, features: Tensor, lengths: Tensor) -> EncoderOutput:
+        """Encode (B, T, n_mels) ``features`` with (B,) valid frames ``lengths``: as the encoder does, with
+        gradients; the token lengths come back on the host."""
+        rows, frames, mels = features.shape
+        key = (-(-rows // ENCODER_ROWS_STEP) * ENCODER_ROWS_STEP,
+               -(-frames // ENCODER_FRAMES_STEP) * ENCODER_FRAMES_STEP)  # fmt: skip
+        padded = features.new_zeros(*key, mels)
+        padded[:rows, :frames] = features
+        padded_lengths = torch.full((key[0],), key[1], dtype=torch.int64, device=self.device)
+        padded_lengths[:rows] = lengths.to(self.device, non_blocking=True)
+        graphed = self.buckets.get(key)
+        if graphed is None:
+            graphed = self.buckets[key] = torch.cuda.make_graphed_callables(
+                _Hidden(self.encoder), (padded, padded_lengths), num_warmup_iters=1, allow_unused_input=True,
+                pool=self.pool,
+            )  # fmt: skip
+        tokens = self.encoder.token_lengths(lengths.cpu().long())
+        hidden = graphed(padded, padded_lengths)[:rows, : -(-frames // self.encoder.config.time_reduction)]
+        return EncoderOutput(hidden, tokens)

@@ -48,7 +48,7 @@ from speechkit.training.config import StageConfig, TrainConfig, to_dict
 from speechkit.training.ctc import STATE_PREFIX, CtcHead, CtcUnits
 from speechkit.training.encoder_cache import EncoderCache
 from speechkit.training.evaluate import dev_subset, evaluate_dev
-from speechkit.training.graphs import GraphedSteps
+from speechkit.training.graphs import GraphedEncoder, GraphedSteps
 from speechkit.training.model_init import set_feature_stats_
 from speechkit.training.optim import build_optimizer, lr_at, select_trainable, spec_augment
 
@@ -133,11 +133,13 @@ class _StageData:
 
 
 def _loss(model: SpeechModel, head: CtcHead | None, batch: Batch, cfg: TrainConfig, stage: StageConfig,
-          seed: int, cache: EncoderCache | None = None) -> torch.Tensor:  # fmt: skip
+          seed: int, cache: EncoderCache | None = None,
+          encoder: GraphedEncoder | None = None) -> torch.Tensor:  # fmt: skip
     """``ce_weight`` x the decoder's answer-token cross-entropy + ``ctc_weight`` x the CTC of ASR rows.
 
     A batch of a cached stage (``audio_source``) reads its encoder outputs from ``cache``; that path has no
     host synchronisation and fixed shapes per batch shape, so a CUDA graph can capture it (graphs.py).
+    ``encoder``, when given, encodes the features instead of the model's encoder (its graphed form).
     """
     device = batch.input_ids.device
     loss = torch.zeros((), device=device)
@@ -146,7 +148,7 @@ def _loss(model: SpeechModel, head: CtcHead | None, batch: Batch, cfg: TrainConf
         encoded = None
         if batch.features is not None:
             feats = spec_augment(batch.features, batch.feature_lengths.cpu(), cfg.specaugment, seed)
-            encoded = model.audio.encoder(feats, batch.feature_lengths)
+            encoded = (encoder or model.audio.encoder)(feats, batch.feature_lengths)
         if batch.audio_source is not None:
             embeds = cached_embeds(model, batch.input_ids, cache.rows(batch.audio_source))
         elif stage.ce_weight:
@@ -188,11 +190,13 @@ def _reading_slots(model: SpeechModel, batch: Batch, seed: int) -> EncoderOutput
 
 
 def _step(model, head, batch, optimizer, params, cfg: TrainConfig, stage: StageConfig, lr: float,
-          seed: int, cache: EncoderCache | None) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
-    """One eager optimizer step; returns the loss and the gradient norm before clipping (0-dim tensors)."""
+          seed: int, cache: EncoderCache | None, encoder: GraphedEncoder | None = None,
+          ) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
+    """One optimizer step (eager, or with a graphed ``encoder``); returns the loss and the gradient norm
+    before clipping (0-dim tensors)."""
     for group in optimizer.param_groups:
         group["lr"] = lr
-    loss = _loss(model, head, batch, cfg, stage, seed, cache)
+    loss = _loss(model, head, batch, cfg, stage, seed, cache, encoder)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     norm = torch.nn.utils.clip_grad_norm_(list(params.values()), cfg.grad_clip)
@@ -297,6 +301,11 @@ def _run_stage(cfg, setup, extra, store, paths, run_dir, position, saved, histor
         # the loss of a cached stage draws no random numbers, so the seed is fixed
         graph_step = GraphedSteps(lambda b: _loss(model, head, b, cfg, stage, 0, cache), list(params.values()),
                                   optimizer, cfg.grad_clip, cache.pad_index)  # fmt: skip
+    # a stage that trains the encoder alone (CTC): its forward and backward from graphs, the rest eager
+    encoder_only = set(stage.trainable) == {"encoder"} and not stage.ce_weight
+    graphed_encoder = None
+    if cfg.cuda_graphs_encoder and setup.device.type == "cuda" and encoder_only:
+        graphed_encoder = GraphedEncoder(model.audio.encoder)
     if stage.init_feature_stats and position.step == 0:
         first = data.finish(data.build(0, list(range(min(FEATURE_STATS_ROWS, len(data.rows))))), setup.device)
         set_feature_stats_(model, first.features.cpu(), first.feature_lengths.cpu())
@@ -339,7 +348,7 @@ def _run_stage(cfg, setup, extra, store, paths, run_dir, position, saved, histor
                 loss, norm = graph_step(batch, lr)
             else:
                 loss, norm = _step(model, head, data.finish(batch, setup.device), optimizer, params, cfg, stage, lr,
-                                   seed, cache)  # fmt: skip
+                                   seed, cache, graphed_encoder)  # fmt: skip
             now = time.perf_counter()
             position = dataclasses.replace(
                 position, step=position.step + 1, global_step=position.global_step + 1,
