@@ -80,6 +80,23 @@ def test_failed_utterances_are_logged_and_skipped_and_reruns_resume(tmp_path, mo
     assert again.manifest.read_text() == report.manifest.read_text()
 
 
+def test_wav_output_has_the_same_samples_under_a_wav_name(tmp_path, monkeypatch):
+    espeak = Espeak.find(_fake_espeak(tmp_path / "bin", tmp_path / "calls.log", monkeypatch))
+    manifest = tmp_path / "test.jsonl"
+    manifest.write_text(json.dumps(_row("a", "Guten Tag.")) + "\n")
+    flac = synthesize_manifest(manifest, tmp_path / "flac", espeak, workers=1)
+    wav = synthesize_manifest(manifest, tmp_path / "wav", espeak, workers=1, audio_format="wav")
+    (row,) = [json.loads(line) for line in wav.manifest.read_text().splitlines()]
+    assert row["audio_filepath"] == "audio/test/de/a.wav"
+    assert sf.info(tmp_path / "wav" / row["audio_filepath"]).format == "WAV"
+    (flac_row,) = [json.loads(line) for line in flac.manifest.read_text().splitlines()]
+    assert row["duration"] == flac_row["duration"]
+    np.testing.assert_array_equal(sf.read(tmp_path / "wav" / row["audio_filepath"], dtype="int16")[0],
+                                  sf.read(tmp_path / "flac" / flac_row["audio_filepath"], dtype="int16")[0])
+    with pytest.raises(ConfigError, match="audio format 'ogg'"):
+        synthesize_manifest(manifest, tmp_path / "ogg", espeak, workers=1, audio_format="ogg")
+
+
 def test_bundle_folder_sets_library_and_data_paths(tmp_path, monkeypatch):
     bundle = tmp_path / "bundle"
     calls = tmp_path / "calls.log"

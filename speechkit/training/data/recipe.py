@@ -59,9 +59,11 @@ def prepare_recipe(cfg: RecipeDataConfig, out: Path, cache: Path, workers: int =
 
 
 def synthesize_splits(
-    prepared: Path, out: Path, espeak: Espeak, workers: int, splits: tuple[str, ...] = SPLITS
+    prepared: Path, out: Path, espeak: Espeak, workers: int, splits: tuple[str, ...] = SPLITS,
+    audio_format: str = "flac",
 ) -> dict[str, SynthesisReport]:
-    """Synthesize the prepared manifests of ``splits`` into ``out`` (audio + manifests with durations)."""
+    """Synthesize the prepared manifests of ``splits`` into ``out`` (``audio_format`` files + manifests with
+    durations)."""
     unknown = [s for s in splits if s not in SPLITS]
     if unknown:
         raise ConfigError(f"unknown split(s) {unknown}; choose from {list(SPLITS)}")
@@ -71,7 +73,7 @@ def synthesize_splits(
         shutil.copytree(prepared / "licenses", out / "licenses", dirs_exist_ok=True)
     reports = {}
     for split in splits:
-        report = synthesize_manifest(prepared / f"{split}.jsonl", out, espeak, workers)
+        report = synthesize_manifest(prepared / f"{split}.jsonl", out, espeak, workers, audio_format)
         log.info("%s: %d utterances (%d failed), %.2f h of audio in %.0f s: %.0fx real time, %.0fx per worker",
                  split, report.written, report.failed, report.audio_s / 3600, report.wall_s,
                  report.audio_s / report.wall_s, report.audio_s / report.wall_s / workers)  # fmt: skip
