@@ -324,7 +324,8 @@ def test_cached_encoder_stage_trains_on_the_encoders_outputs(corpus: Path, tmp_p
         cache.sources([rows[0].id], torch.tensor([[audio, 7]]), audio)
     # a stage on cached outputs trains the decoder, leaves the encoder, and resumes exactly
     stage = StageConfig("asr", "speech", ("projector", "decoder"), cache_encoder=True, max_steps=4, lr=3e-3,
-                        warmup_steps=1, batch_seconds=2.5, tasks={"asr": 1.0, "ast": 1.0})  # fmt: skip
+                        warmup_steps=1, batch_seconds=2.5, tasks={"asr": 1.0, "ast": 1.0},
+                        audio_time_masks=2, audio_time_width=2)  # masks drawn from the saved RNG state  # fmt: skip
     cfg = dataclasses.replace(_config(), stages=(_config().stages[1], stage))
     paths = DataPaths(train=corpus / "train.jsonl")
     before = _setup(corpus)
@@ -333,6 +334,28 @@ def test_cached_encoder_stage_trains_on_the_encoders_outputs(corpus: Path, tmp_p
     resumed = _losses(train(cfg, _setup(corpus), paths, tmp_path / "cut"))
     for step in (7, 8):
         assert resumed[step] == full[step], (step, resumed[step], full[step])
+
+
+def test_audio_time_masks_cover_spans_of_audio_positions_only() -> None:
+    from speechkit.training.trainer import audio_time_keep
+
+    torch.manual_seed(0)
+    lengths = [12, 40, 3, 25] * 50
+    audio = torch.zeros(len(lengths), 60, dtype=torch.bool)
+    for row, n in enumerate(lengths):
+        audio[row, 5 : 5 + n] = True  # prompt tokens before, answer and padding after
+    keep = audio_time_keep(audio, masks=2, width=4)
+    assert keep[~audio].all()  # only audio positions are ever masked
+    dropped = (~keep).sum(dim=1)
+    assert int(dropped.max()) <= 2 * 4 and int(dropped.sum()) > 0
+    for row in range(len(lengths)):  # at most two runs of masked positions per clip
+        runs = torch.diff(torch.cat([torch.tensor([0]), (~keep[row]).int(), torch.tensor([0])])).eq(1).sum()
+        assert int(runs) <= 2
+    # spans are placed over the whole clip: masked positions reach its last quarter
+    late = [int((~keep[row, 5 + 3 * n // 4 : 5 + n]).any()) for row, n in enumerate(lengths) if n == 40]
+    assert sum(late) > 0
+    with pytest.raises(ConfigError, match="audio_time_masks=2 .* are for cache_encoder stages"):
+        StageConfig("s", "speech", ("decoder",), audio_time_masks=2)
 
 
 def _cached_outputs(cache, row_ids: list[str], audio: int) -> tuple[torch.Tensor, list[int]]:

@@ -126,9 +126,12 @@ class _StageData:
     def loader(self, epoch: int, start: int, workers: int):
         plan = plan_batches(self.costs, self.budget, self.seed, epoch)
         source = BatchSource(plan[start:], lambda idx: self.build(epoch, idx))
+        # a private generator: an iterator draws its workers' base seed from it, and from the global one
+        # otherwise, which would shift the random draws of the steps after a resume (audio_time_masks)
         return torch.utils.data.DataLoader(
             source, batch_size=None, shuffle=False, num_workers=workers, worker_init_fn=worker_init,
             pin_memory=torch.cuda.is_available(), prefetch_factor=4 if workers else None,
+            generator=torch.Generator().manual_seed(self.seed),
         )  # fmt: skip
 
 
@@ -150,7 +153,11 @@ def _loss(model: SpeechModel, head: CtcHead | None, batch: Batch, cfg: TrainConf
             feats = spec_augment(batch.features, batch.feature_lengths.cpu(), cfg.specaugment, seed)
             encoded = (encoder or model.audio.encoder)(feats, batch.feature_lengths)
         if batch.audio_source is not None:
-            embeds = cached_embeds(model, batch.input_ids, cache.rows(batch.audio_source))
+            encoded = cache.rows(batch.audio_source)
+            if stage.audio_time_masks:
+                encoded = encoded * audio_time_keep(batch.input_ids == model.audio_token_id, stage.audio_time_masks,
+                                                    stage.audio_time_width).unsqueeze(-1)  # fmt: skip
+            embeds = cached_embeds(model, batch.input_ids, encoded)
         elif stage.ce_weight:
             audio = None if encoded is None else EncoderOutput(model.audio.projector(encoded.hidden), encoded.lengths)
             if batch.reading_ids is not None:
@@ -175,6 +182,22 @@ def cached_embeds(model: SpeechModel, input_ids: torch.Tensor, encoded: torch.Te
     tokens = model.decoder.embed(input_ids)
     audio = model.audio.projector(encoded).to(tokens.dtype)
     return torch.where((input_ids == model.audio_token_id).unsqueeze(-1), audio, tokens)
+
+
+def audio_time_keep(audio: torch.Tensor, masks: int, width: int) -> torch.Tensor:
+    """(B, L) bool, False at ``masks`` spans of up to ``width`` consecutive audio positions of each row.
+
+    ``audio`` (B, L) bool marks a row's audio positions (one clip per row). Span widths are uniform in
+    [0, width] and starts uniform over the clip, drawn on the device's default generator without a host
+    synchronisation (a CUDA graph replays fresh draws).
+    """
+    index = audio.cumsum(dim=1) - 1  # position of each audio token inside its clip
+    count = audio.sum(dim=1, keepdim=True)  # (B, 1)
+    shape = (audio.shape[0], masks)
+    widths = (torch.rand(shape, device=audio.device) * (width + 1)).floor()
+    starts = (torch.rand(shape, device=audio.device) * count).floor()
+    inside = (index[:, None, :] >= starts[..., None]) & (index[:, None, :] < (starts + widths)[..., None])
+    return ~(inside.any(dim=1) & audio)
 
 
 READING_NOISE = 0.5  # std of the noise on reading-exercise slots, relative to the embeddings' std
