@@ -212,9 +212,9 @@ def _reading_slots(model: SpeechModel, batch: Batch, seed: int) -> EncoderOutput
     return EncoderOutput(clean + READING_NOISE * clean.std() * noise, batch.reading_lengths)
 
 
-def _step(model, head, batch, optimizer, params, cfg: TrainConfig, stage: StageConfig, lr: float,
-          seed: int, cache: EncoderCache | None, encoder: GraphedEncoder | None = None,
-          ) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
+def _step(model, head, batch, optimizer, params, cfg: TrainConfig, stage: StageConfig, lr: float, seed: int,
+          cache: EncoderCache | None,
+          encoder: GraphedEncoder | None = None) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
     """One optimizer step (eager, or with a graphed ``encoder``); returns the loss and the gradient norm
     before clipping (0-dim tensors)."""
     for group in optimizer.param_groups:
@@ -321,7 +321,8 @@ def _run_stage(cfg, setup, extra, store, paths, run_dir, position, saved, histor
     data = _StageData(stage, setup, paths, cfg.seed + position.stage, store, cfg.features_on_device,
                       head.units if head is not None else None, cache, edge_silence(cfg))  # fmt: skip
     if graphed:
-        # the loss of a cached stage draws no random numbers, so the seed is fixed
+        # the step seed only drives SpecAugment and reading exercises, which a cached stage has none of (its
+        # audio_time_masks draw on the device's generator)
         graph_step = GraphedSteps(lambda b: _loss(model, head, b, cfg, stage, 0, cache), list(params.values()),
                                   optimizer, cfg.grad_clip, cache.pad_index)  # fmt: skip
     # a stage that trains the encoder alone (CTC): its forward and backward from graphs, the rest eager
