@@ -3,6 +3,7 @@
     python eval/bench/train_loop_profile.py --prepared PREPARED --audio AUDIO --stage asr --out DIR  # on the GPU
     ... --stage ctc --compile        # the model torch.compiled first
     ... --workers 0 --steps 10 train.precision=fp32     # a CPU check (recipe overrides last)
+    ... --stage ctc --graphs         # then eager vs CUDA-graph steps, side by side on the same batches
 
 ``train_profile.py`` times a fixed batch; the loop itself was slower (run 9's cached asr stage: 25-170 ms a
 step; the cause was cuDNN attention planning every new shape, session 5: now ~19-27 ms on an H100). This
@@ -29,9 +30,10 @@ from speechkit.training.batches import AudioStore, read_rows
 from speechkit.training.config import load_train_config
 from speechkit.training.ctc import CtcHead
 from speechkit.training.encoder_cache import EncoderCache
+from speechkit.training.graphs import GraphedEncoder, GraphedSteps
 from speechkit.training.model_init import build_model, official_config
 from speechkit.training.optim import build_optimizer, select_trainable
-from speechkit.training.trainer import DataPaths, TrainSetup, _loss, _StageData, ctc_units
+from speechkit.training.trainer import DataPaths, TrainSetup, _loss, _StageData, _step, ctc_units
 
 RECIPE = Path(__file__).resolve().parents[2] / "recipes" / "synthetic_demo" / "config.yaml"
 PHASES = ("wait", "finish", "forward", "backward", "optimizer")
@@ -47,6 +49,9 @@ def main() -> None:
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--compile", action="store_true",
                         help="torch.compile encoder, projector, decoder (dynamic shapes); medians absorb compilation")
+    parser.add_argument("--graphs", action="store_true",
+                        help="also time eager and CUDA-graph steps side by side, unsynchronised, as the trainer runs "
+                             "them (GraphedSteps for cached stages, GraphedEncoder for encoder stages)")
     parser.add_argument("overrides", nargs="*", help="recipe overrides, e.g. train.precision=fp32 on a CPU")
     args = parser.parse_args()
     recipe = load_train_config(RECIPE, args.overrides)
@@ -115,6 +120,9 @@ def main() -> None:
                                                "median_ms": round(statistics.median(v), 2)}
                                         for name, v in times.items()}  # fmt: skip
         print(workers, "workers:", report[f"workers_{workers}"], flush=True)
+    if args.graphs and device.type == "cuda":
+        report["loop"] = _eager_vs_graphed(data, model, head, params, recipe.train, stage, cache, device, args)
+        print("loop:", report["loop"], flush=True)
     batches = iter(data.loader(len(args.workers), 0, 0))
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
     with profile(activities=activities) as prof:
@@ -125,6 +133,48 @@ def main() -> None:
     table = prof.key_averages().table(sort_by="cpu_time_total", row_limit=30)
     (args.out / "train_loop_profile.txt").write_text(json.dumps(report, indent=1) + "\n\n" + table + "\n")
     print(table)
+
+
+def _eager_vs_graphed(data, model, head, params, cfg, stage, cache, device, args) -> dict:
+    """ms a step over ``args.steps`` steps of one epoch, eager then graphed (twice: the first pass captures
+    each new shape), the device synchronised only at the ends, as in the trainer's loop."""
+    workers = 0 if cache is not None else args.workers[-1]
+    eager_opt = build_optimizer(params, stage, cfg.betas, cfg.eps)
+    if cache is not None:
+        graph_opt = build_optimizer(params, stage, cfg.betas, cfg.eps, capturable=True)
+        graphed = GraphedSteps(lambda b: _loss(model, head, b, cfg, stage, 0, cache), list(params.values()),
+                               graph_opt, cfg.grad_clip, cache.pad_index)  # fmt: skip
+        buckets = graphed.buckets
+
+        def graph_step(batch):
+            return graphed(batch, stage.lr)
+    else:
+        encoder = GraphedEncoder(model.audio.encoder)
+        buckets = encoder.buckets
+
+        def graph_step(batch):
+            return _step(model, head, data.finish(batch, device), eager_opt, params, cfg, stage, stage.lr, 0, None,
+                         encoder)  # fmt: skip
+
+    def eager_step(batch):
+        return _step(model, head, data.finish(batch, device), eager_opt, params, cfg, stage, stage.lr, 0, cache)
+
+    def timed(step) -> float:
+        torch.cuda.synchronize()
+        start, n = time.perf_counter(), 0
+        for batch in data.loader(100, 0, workers):  # the same batches for every variant
+            step(batch)
+            n += 1
+            if n == args.steps:
+                break
+        torch.cuda.synchronize()
+        return round(1000 * (time.perf_counter() - start) / n, 2)
+
+    out = {"eager_ms": timed(eager_step), "graphed_first_pass_ms": timed(graph_step)}
+    out["graphed_ms"] = timed(graph_step)
+    out["buckets"] = len(buckets)
+    out["speedup"] = round(out["eager_ms"] / out["graphed_ms"], 2)
+    return out
 
 
 if __name__ == "__main__":
