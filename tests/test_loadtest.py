@@ -51,13 +51,16 @@ def test_loopback_only():
         loadtest.main(["a.wav", "--streams", "0"])
 
 
-def test_short_run_against_a_tiny_server(capsys):
+def test_short_run_against_a_tiny_server(capsys, tmp_path):
     """3 streams for 6 s (CI's cut of the 32 x 60 s run in streaming/LOADTEST.md): every segment final once."""
     if jfk_path() is None:
         pytest.skip("shared/data/audio/jfk.flac is not next to this checkout")  # the VAD takes no synthetic tones
-    rc = loadtest.main([str(jfk_path()), "--serve", "tiny", "--streams", "3", "--seconds", "6"])
+    log = tmp_path / "serve.log"
+    args = ["--serve", "tiny", "--streams", "3", "--seconds", "6", "--server-log", str(log)]
+    rc = loadtest.main([str(jfk_path()), *args])
     report = json.loads(capsys.readouterr().out)
     assert rc == 0 and report["problems"] == [] and report["streams_with_problems"] == 0
     assert report["finals"] >= 3 * 2  # JFK pauses at ~2.2 s and ~4.4 s: each stream closes two segments or more
     assert 0 < report["finalization_delay_p50_s"] <= report["finalization_delay_p95_s"] < 30
     assert report["server"]["batches"] > 0
+    assert "running on http://127.0.0.1:" in log.read_text()  # the served server's log is kept
