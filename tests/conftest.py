@@ -1,4 +1,5 @@
-"""Shared fixtures: one tiny official-layout checkpoint per test session, and the demo model's held-out clips."""
+"""Shared fixtures: one tiny official-layout checkpoint per test session, the demo model's held-out clips, and
+(from training_helpers) the tiny training corpus."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import torch
 from speechkit.testing.checkpoint import write_random_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
+pytest_plugins = ["training_helpers"]  # its `corpus` fixture, for the training tests
 
 
 @pytest.fixture(scope="session")

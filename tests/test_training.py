@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import functools
-import json
 import shutil
 from pathlib import Path
 
@@ -13,61 +11,15 @@ import pytest
 import soundfile as sf
 import torch
 from safetensors.torch import load_file
+from training_helpers import SPEC, TEXTS, losses_of, speech_batch_of, stage_config, tiny_setup
 
 from speechkit.errors import ConfigError
 from speechkit.model.loader import load_speech_model
 from speechkit.testing.audio import speechlike
-from speechkit.text.tokenizer import Tokenizer
 from speechkit.training.batches import IGNORE
 from speechkit.training.config import ModelSpec, SpecAugmentConfig, StageConfig, TrainConfig, apply_overrides, from_dict
 from speechkit.training.ctc import CtcHead, CtcUnits
-from speechkit.training.data.tokenizer import train_tokenizer
-from speechkit.training.model_init import build_model, official_config
 from speechkit.training.trainer import DataPaths, TrainSetup, _loss, train
-
-TEXTS = [
-    ("en", "de", "Choose Format - Cells.", "Wählen Sie Format - Zellen."),
-    ("de", "en", "Klicken Sie auf OK.", "Click OK."),
-    ("en", "fr", "Open the file menu.", "Ouvrez le menu fichier."),
-    ("fr", "en", "Fermez la fenêtre.", "Close the window."),
-]
-SPEC = ModelSpec(encoder_dim=32, encoder_heads=2, encoder_blocks=1, encoder_linear_units=32, conv_channels=16,
-                 decoder_dim=32, decoder_layers=1, decoder_heads=2, decoder_kv_heads=1, intermediate_size=48,
-                 lora_rank=4, lora_alpha=8.0)  # fmt: skip
-
-
-@pytest.fixture(scope="module")
-def corpus(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("corpus")
-    rows = []
-    for i, (src, tgt, text, translation) in enumerate(TEXTS * 2):
-        path = root / f"a{i}.flac"
-        sf.write(path, speechlike(0.6 + 0.1 * i, seed=i), 16000)
-        rows.append({"id": f"u{i}", "audio_filepath": path.name, "duration": 0.6 + 0.1 * i, "src_lang": src,
-                     "tgt_lang": tgt, "text": text, "translation": translation})  # fmt: skip
-    (root / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    train_tokenizer([t for r in rows for t in (r["text"], r["translation"])], root / "tok", vocab_size=400)
-    return root
-
-
-def _setup(corpus: Path) -> TrainSetup:
-    tokenizer = Tokenizer.from_dir(corpus / "tok")
-    official = official_config(SPEC, tokenizer, 400)
-    model = build_model(official, tokenizer, SPEC.init_std, seed=0)
-    return TrainSetup(model, official, tokenizer, corpus / "tok", torch.device("cpu"))
-
-
-def _config(**stage) -> TrainConfig:
-    text = StageConfig("text", "text", ("decoder",), max_steps=2, lr=3e-3, warmup_steps=1, batch_tokens=64)
-    speech = StageConfig("speech", "speech", ("encoder", "projector", "lora"), lora=True,
-                         tasks={"asr": 1.0, "ast": 1.0, "ast_cot": 1.0}, warmup_steps=1, lr=3e-3,
-                         batch_seconds=2.5, init_feature_stats=True, ctc_weight=0.3,
-                         **{"max_steps": 4, **stage})  # fmt: skip
-    return TrainConfig(stages=(text, speech), precision="fp32", log_every=1)
-
-
-def _losses(history: list[dict]) -> dict[int, float]:
-    return {e["global_step"]: e["loss"] for e in history if "loss" in e}
 
 
 def test_loss_falls_on_a_fixed_batch(corpus: Path, tmp_path: Path) -> None:
@@ -76,8 +28,8 @@ def test_loss_falls_on_a_fixed_batch(corpus: Path, tmp_path: Path) -> None:
                         warmup_steps=1, min_lr_ratio=1.0, batch_seconds=100.0)
     cfg = TrainConfig(stages=(stage,), precision="fp32", log_every=1,
                       specaugment=SpecAugmentConfig(freq_masks=0, time_masks=0))
-    history = train(cfg, _setup(corpus), DataPaths(train=corpus / "train.jsonl"), tmp_path)
-    losses = list(_losses(history).values())
+    history = train(cfg, tiny_setup(corpus), DataPaths(train=corpus / "train.jsonl"), tmp_path)
+    losses = list(losses_of(history).values())
     assert len(losses) == 8
     assert all(b < a for a, b in zip(losses, losses[1:], strict=False)), losses
     assert losses[-1] < 0.8 * losses[0], losses
@@ -87,21 +39,21 @@ def test_loss_falls_on_a_fixed_batch(corpus: Path, tmp_path: Path) -> None:
                          ids=["files", "memory+device-features", "char-ctc"])  # fmt: skip
 def test_resume_gives_bit_identical_losses(corpus: Path, tmp_path: Path, in_memory: bool, units: str) -> None:
     paths = DataPaths(text=corpus / "train.jsonl", train=corpus / "train.jsonl")
-    cfg = dataclasses.replace(_config(), audio_in_memory=in_memory, features_on_device=in_memory, ctc_units=units,
+    cfg = dataclasses.replace(stage_config(), audio_in_memory=in_memory, features_on_device=in_memory, ctc_units=units,
                               ctc_upsample=3 if units == "chars" else 1)  # fmt: skip
-    full = _losses(train(cfg, _setup(corpus), paths, tmp_path / "full"))
+    full = losses_of(train(cfg, tiny_setup(corpus), paths, tmp_path / "full"))
     # stop after step 4 (inside the speech stage, with optimizer moments), then resume in a fresh model
-    train(cfg, _setup(corpus), paths, tmp_path / "cut", stop_at_step=4)
-    resumed = _losses(train(cfg, _setup(corpus), paths, tmp_path / "cut"))
+    train(cfg, tiny_setup(corpus), paths, tmp_path / "cut", stop_at_step=4)
+    resumed = losses_of(train(cfg, tiny_setup(corpus), paths, tmp_path / "cut"))
     assert set(full) == {1, 2, 3, 4, 5, 6}
     for step in (5, 6):
         assert resumed[step] == full[step], (step, resumed[step], full[step])  # exact, not approximate
 
 
 def test_checkpoint_reloads_with_the_same_logits(corpus: Path, tmp_path: Path) -> None:
-    setup = _setup(corpus)
+    setup = tiny_setup(corpus)
     paths = DataPaths(text=corpus / "train.jsonl", train=corpus / "train.jsonl")
-    cfg = TrainConfig(stages=_config().stages, precision="fp32", save_dtype="float32")
+    cfg = TrainConfig(stages=stage_config().stages, precision="fp32", save_dtype="float32")
     train(cfg, setup, paths, tmp_path)
     final = sorted((tmp_path / "checkpoints").iterdir())[-1]
     export = tmp_path / "export"
@@ -130,25 +82,16 @@ def test_config_errors_name_the_key() -> None:
     assert raw["train"]["stages"][0]["lr"] == 0.5
 
 
-def _speech_batch(corpus: Path, setup: TrainSetup, tasks: list[str], units: CtcUnits | None = None):
-    from speechkit.audio import LogMelFrontend
-    from speechkit.text.prompts import Task
-    from speechkit.training.batches import read_rows, speech_batch
-
-    rows = read_rows(corpus / "train.jsonl", True)[: len(tasks)]
-    return speech_batch(rows, [Task(t) for t in tasks], setup.tokenizer, LogMelFrontend("cpu"), ctc=units)
-
-
 def _ctc_setup(corpus: Path) -> tuple[TrainSetup, CtcHead, TrainConfig, StageConfig]:
-    setup = _setup(corpus)
+    setup = tiny_setup(corpus)
     head = CtcHead(SPEC.encoder_dim, CtcUnits.tokens(setup.tokenizer, 400), upsample=1, seed=0)
-    cfg = TrainConfig(stages=_config().stages, precision="fp32", specaugment=SpecAugmentConfig(0, 0, 0, 0, 0.0))
-    return setup, head, cfg, StageConfig(**{**_config().stages[1].__dict__, "ctc_weight": 0.0})
+    cfg = TrainConfig(stages=stage_config().stages, precision="fp32", specaugment=SpecAugmentConfig(0, 0, 0, 0, 0.0))
+    return setup, head, cfg, StageConfig(**{**stage_config().stages[1].__dict__, "ctc_weight": 0.0})
 
 
 def test_ctc_term_adds_weighted_ctc_of_asr_rows_and_reaches_the_encoder(corpus: Path) -> None:
     setup, head, cfg, plain = _ctc_setup(corpus)
-    batch = _speech_batch(corpus, setup, ["asr", "ast", "asr"], head.units)
+    batch = speech_batch_of(corpus, setup, ["asr", "ast", "asr"], head.units)
     assert batch.asr_rows.tolist() == [True, False, True] and batch.pad_id == setup.tokenizer.special.endoftext
     with_ctc = StageConfig(**{**plain.__dict__, "ctc_weight": 0.5})
     ce = _loss(setup.model, head, batch, cfg, plain, seed=0)
@@ -165,7 +108,7 @@ def test_ctc_term_adds_weighted_ctc_of_asr_rows_and_reaches_the_encoder(corpus: 
 
 def test_ctc_is_skipped_without_asr_rows(corpus: Path) -> None:
     setup, head, cfg, plain = _ctc_setup(corpus)
-    batch = _speech_batch(corpus, setup, ["ast", "ast_cot"], head.units)
+    batch = speech_batch_of(corpus, setup, ["ast", "ast_cot"], head.units)
     with_ctc = StageConfig(**{**plain.__dict__, "ctc_weight": 0.5})
     with_loss = _loss(setup.model, head, batch, cfg, with_ctc, 0)
     assert float(with_loss.detach()) == float(_loss(setup.model, head, batch, cfg, plain, 0).detach())
@@ -176,9 +119,9 @@ def test_encoder_only_ctc_stage_trains_the_encoder_and_leaves_the_decoder(corpus
                         warmup_steps=1, min_lr_ratio=1.0, batch_seconds=100.0, init_feature_stats=True)  # fmt: skip
     cfg = TrainConfig(stages=(stage,), precision="fp32", log_every=1,
                       specaugment=SpecAugmentConfig(freq_masks=0, time_masks=0))  # fmt: skip
-    setup = _setup(corpus)
+    setup = tiny_setup(corpus)
     before = {k: v.clone() for k, v in setup.model.state_dict().items()}
-    losses = list(_losses(train(cfg, setup, DataPaths(train=corpus / "train.jsonl"), tmp_path)).values())
+    losses = list(losses_of(train(cfg, setup, DataPaths(train=corpus / "train.jsonl"), tmp_path)).values())
     assert losses[-1] < 0.8 * losses[0], losses
     after = setup.model.state_dict()
     changed = {k.split(".")[1] for k in before if not torch.equal(before[k], after[k])}
@@ -212,7 +155,7 @@ def test_batches_from_memory_and_device_features_equal_batches_from_files(corpus
     from speechkit.text.prompts import Task
     from speechkit.training.batches import AudioStore, read_rows, speech_batch, with_features
 
-    setup = _setup(corpus)
+    setup = tiny_setup(corpus)
     rows = read_rows(corpus / "train.jsonl", True)[:5]
     tasks = [Task.ASR, Task.AST, Task.AST_COT, Task.ASR, Task.AST]
     files = speech_batch(rows, tasks, setup.tokenizer, LogMelFrontend("cpu"))
@@ -240,12 +183,12 @@ def test_char_units_read_the_reading_and_round_trip() -> None:
 
 
 def test_char_ctc_head_emits_upsampled_frames(corpus: Path) -> None:
-    setup = _setup(corpus)
+    setup = tiny_setup(corpus)
     from speechkit.training.batches import read_rows
 
     units = CtcUnits.characters(r.reading for r in read_rows(corpus / "train.jsonl", False))
     head = CtcHead(SPEC.encoder_dim, units, upsample=3, seed=0)
-    batch = _speech_batch(corpus, setup, ["asr", "ast", "asr"], units)
+    batch = speech_batch_of(corpus, setup, ["asr", "ast", "asr"], units)
     assert batch.ctc_target_lengths.tolist() == [len(units.encode(t, t)) for t in (TEXTS[0][2], TEXTS[2][2])]
     encoded = setup.model.audio.encoder(batch.features, batch.feature_lengths)
     loss = head.loss(encoded, batch.asr_rows, batch.ctc_targets, batch.ctc_target_lengths)
@@ -258,7 +201,7 @@ def test_char_ctc_head_emits_upsampled_frames(corpus: Path) -> None:
 
 def test_subsampling_init_keeps_the_audio_scale(corpus: Path) -> None:
     # N(0, 0.02) and PyTorch's conv default shrank unit-scale input to std ~0.05 at the first block
-    embed = _setup(corpus).model.audio.encoder.embed
+    embed = tiny_setup(corpus).model.audio.encoder.embed
     with torch.no_grad():
         out, _ = embed(torch.randn(4, 400, 80, generator=torch.Generator().manual_seed(0)), None)
     assert 0.5 < float(out.std()) < 2.0
@@ -267,7 +210,7 @@ def test_subsampling_init_keeps_the_audio_scale(corpus: Path) -> None:
 def test_reading_exercises_fill_the_audio_slots_with_the_sentence(corpus: Path, tmp_path: Path) -> None:
     from speechkit.training.batches import text_batch
 
-    setup = _setup(corpus)
+    setup = tiny_setup(corpus)
     tok = setup.tokenizer
     sentences = [tok.encode(t) + [tok.special.endoftext] for t in ("Click OK.", "Open the file menu.")]
     batch = text_batch(sentences, tok, [True, False], stretch=3)
@@ -283,93 +226,10 @@ def test_reading_exercises_fill_the_audio_slots_with_the_sentence(corpus: Path, 
     stage = StageConfig("text", "text", ("decoder",), max_steps=6, lr=1e-2, warmup_steps=1, min_lr_ratio=1.0,
                         batch_tokens=4096, reading_fraction=0.5)  # fmt: skip
     cfg = TrainConfig(stages=(stage,), precision="fp32", log_every=1)
-    losses = list(_losses(train(cfg, setup, DataPaths(text=corpus / "train.jsonl"), tmp_path)).values())
+    losses = list(losses_of(train(cfg, setup, DataPaths(text=corpus / "train.jsonl"), tmp_path)).values())
     assert losses[-1] < 0.8 * losses[0], losses
     with pytest.raises(ConfigError, match="reading_fraction=0.5 needs 0..1, text data"):
         StageConfig("s", "speech", ("encoder",), reading_fraction=0.5)
-
-
-def test_cached_encoder_stage_trains_on_the_encoders_outputs(corpus: Path, tmp_path: Path) -> None:
-    from speechkit.errors import DataError
-    from speechkit.model.encoder import EncoderOutput
-    from speechkit.text.prompts import Task
-    from speechkit.training.batches import cached_batch, read_rows
-    from speechkit.training.encoder_cache import EncoderCache
-    from speechkit.training.trainer import cached_embeds
-
-    setup = _setup(corpus)
-    rows = read_rows(corpus / "train.jsonl", True)
-    cache = EncoderCache(setup.model, rows, None, torch.device("cpu"), precision="fp32")
-    reference = _speech_batch(corpus, setup, ["asr", "ast", "ast_cot"])
-    setup.model.eval()
-    with torch.no_grad():
-        encoded = setup.model.audio.encoder(reference.features, reference.feature_lengths)
-    got, lengths = _cached_outputs(cache, [r.id for r in rows[:3]], setup.tokenizer.special.audio)
-    assert lengths == encoded.lengths.tolist()
-    for i, n in enumerate(lengths):  # valid tokens; positions that are not audio read the zero row
-        torch.testing.assert_close(got[i, :n].float(), encoded.hidden[i, :n])
-        assert not got[i, n:].any()
-    tasks = [Task.ASR, Task.AST, Task.AST_COT]
-    audio = setup.tokenizer.special.audio
-    batch = cached_batch(rows[:3], tasks, setup.tokenizer, [cache.length(r.id) for r in rows[:3]],
-                         lambda ids, input_ids: cache.sources(ids, input_ids, audio))  # fmt: skip
-    assert torch.equal(batch.input_ids, reference.input_ids) and torch.equal(batch.labels, reference.labels)
-    # the cached path's decoder input is embed_inputs of the projected encoder outputs
-    model = setup.model
-    with torch.no_grad():
-        projected = EncoderOutput(model.audio.projector(encoded.hidden), encoded.lengths)
-        want = model.embed_inputs(batch.input_ids, projected)
-        torch.testing.assert_close(cached_embeds(model, batch.input_ids, cache.rows(batch.audio_source)), want)
-    with pytest.raises(DataError, match=f"{rows[0].id}: the prompt has 1 audio tokens, the cache"):
-        cache.sources([rows[0].id], torch.tensor([[audio, 7]]), audio)
-    # a stage on cached outputs trains the decoder, leaves the encoder, and resumes exactly
-    stage = StageConfig("asr", "speech", ("projector", "decoder"), cache_encoder=True, max_steps=4, lr=3e-3,
-                        warmup_steps=1, batch_seconds=2.5, tasks={"asr": 1.0, "ast": 1.0},
-                        audio_time_masks=2, audio_time_width=2)  # masks drawn from the saved RNG state  # fmt: skip
-    cfg = dataclasses.replace(_config(), stages=(_config().stages[1], stage))
-    paths = DataPaths(train=corpus / "train.jsonl")
-    before = _setup(corpus)
-    full = _losses(train(cfg, before, paths, tmp_path / "full"))
-    train(cfg, _setup(corpus), paths, tmp_path / "cut", stop_at_step=6)
-    resumed = _losses(train(cfg, _setup(corpus), paths, tmp_path / "cut"))
-    for step in (7, 8):
-        assert resumed[step] == full[step], (step, resumed[step], full[step])
-
-
-def test_audio_time_masks_cover_spans_of_audio_positions_only() -> None:
-    from speechkit.training.trainer import audio_time_keep
-
-    torch.manual_seed(0)
-    lengths = [12, 40, 3, 25] * 50
-    audio = torch.zeros(len(lengths), 60, dtype=torch.bool)
-    for row, n in enumerate(lengths):
-        audio[row, 5 : 5 + n] = True  # prompt tokens before, answer and padding after
-    keep = audio_time_keep(audio, masks=2, width=4)
-    assert keep[~audio].all()  # only audio positions are ever masked
-    dropped = (~keep).sum(dim=1)
-    assert int(dropped.max()) <= 2 * 4 and int(dropped.sum()) > 0
-    for row in range(len(lengths)):  # at most two runs of masked positions per clip
-        runs = torch.diff(torch.cat([torch.tensor([0]), (~keep[row]).int(), torch.tensor([0])])).eq(1).sum()
-        assert int(runs) <= 2
-    # spans are placed over the whole clip: masked positions reach its last quarter
-    late = [int((~keep[row, 5 + 3 * n // 4 : 5 + n]).any()) for row, n in enumerate(lengths) if n == 40]
-    assert sum(late) > 0
-    with pytest.raises(ConfigError, match="audio_time_masks=2 .* are for cache_encoder stages"):
-        StageConfig("s", "speech", ("decoder",), audio_time_masks=2)
-
-
-def _cached_outputs(cache, row_ids: list[str], audio: int) -> tuple[torch.Tensor, list[int]]:
-    """The cached outputs of ``row_ids`` (B, longest, dim), read through prompts of audio tokens only."""
-    lengths = [cache.length(i) for i in row_ids]
-    input_ids = torch.tensor([[audio] * n + [-1] * (max(lengths) - n) for n in lengths])
-    return cache.rows(cache.sources(row_ids, input_ids, audio)), lengths
-
-
-def test_cache_encoder_needs_a_frozen_encoder_and_no_ctc() -> None:
-    with pytest.raises(ConfigError, match="cache_encoder needs"):
-        StageConfig("asr", "speech", ("encoder", "decoder"), cache_encoder=True)
-    with pytest.raises(ConfigError, match="cache_encoder needs"):
-        StageConfig("asr", "speech", ("decoder",), cache_encoder=True, ctc_weight=0.3)
 
 
 def test_rows_without_a_translation_are_transcribed() -> None:
@@ -397,97 +257,3 @@ def test_audio_store_reads_training_audio_as_stored_and_other_audio_through_load
         got = store[row.audio]
         assert got.sample_rate == want.sample_rate
         np.testing.assert_array_equal(got.samples, np.round(want.samples * 32768.0).clip(-32768, 32767) / 32768.0)
-
-
-def test_edge_silence_is_fixed_per_clip_and_shared_by_batches_and_the_encoder_cache(corpus: Path) -> None:
-    from speechkit.audio import LogMelFrontend
-    from speechkit.text.prompts import Task
-    from speechkit.training.batches import EdgeSilence, read_rows, speech_batch
-    from speechkit.training.encoder_cache import EncoderCache
-
-    setup = _setup(corpus)
-    rows = read_rows(corpus / "train.jsonl", True)[:3]
-    silence = EdgeSilence(0.5, seed=3)
-    plain = speech_batch(rows, [Task.ASR] * 3, setup.tokenizer, None)
-    padded = speech_batch(rows, [Task.ASR] * 3, setup.tokenizer, None, edge_silence=silence)
-    again = speech_batch(rows, [Task.ASR] * 3, setup.tokenizer, None, edge_silence=EdgeSilence(0.5, seed=3))
-    assert torch.equal(padded.waves, again.waves) and torch.equal(padded.wave_lengths, again.wave_lengths)
-    added = (padded.wave_lengths - plain.wave_lengths).tolist()
-    assert all(0 <= n <= 16000 for n in added) and len(set(added)) > 1  # up to 0.5 s on each side, per clip
-    for i, (n, m) in enumerate(zip(plain.wave_lengths.tolist(), padded.wave_lengths.tolist(), strict=True)):
-        wave = padded.waves[i, :m]
-        start = int(torch.nonzero(wave).min())  # the clip sits between zeros, unchanged
-        torch.testing.assert_close(wave[start : start + n].abs().sum(), plain.waves[i, :n].abs().sum())
-    # the cache encodes the same padded audio that a speech batch of the stage would carry
-    cache = EncoderCache(setup.model, rows, None, torch.device("cpu"), precision="fp32", edge_silence=silence)
-    features = speech_batch(rows, [Task.ASR] * 3, setup.tokenizer, LogMelFrontend("cpu"), edge_silence=silence)
-    setup.model.eval()
-    with torch.no_grad():
-        encoded = setup.model.audio.encoder(features.features, features.feature_lengths)
-    got, lengths = _cached_outputs(cache, [r.id for r in rows], setup.tokenizer.special.audio)
-    assert lengths == encoded.lengths.tolist()
-    for i, n in enumerate(lengths):
-        torch.testing.assert_close(got[i, :n].float(), encoded.hidden[i, :n])
-    with pytest.raises(ConfigError, match="edge_silence_s"):
-        dataclasses.replace(_config(), edge_silence_s=-1.0)
-
-
-@pytest.mark.gpu
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
-def test_graphed_steps_follow_the_eager_steps(corpus: Path) -> None:
-    """fp32 on the GPU: steps replayed from CUDA graphs (padded buckets, capturable AdamW) give the eager
-    steps' losses and weights; a bucket is captured once and replayed for later batches of its shape."""
-    from speechkit.training.batches import read_rows
-    from speechkit.training.encoder_cache import EncoderCache
-    from speechkit.training.graphs import GraphedSteps
-    from speechkit.training.optim import build_optimizer, select_trainable
-    from speechkit.training.trainer import _StageData, _step
-
-    device = torch.device("cuda")
-    stage = StageConfig("asr", "speech", ("projector", "decoder", "lora"), lora=True, cache_encoder=True,
-                        tasks={"asr": 1.0, "ast": 1.0, "ast_cot": 1.0}, lr=3e-3, batch_seconds=2.5)  # fmt: skip
-    cfg = TrainConfig(stages=(stage,), precision="fp32")
-    runs = []
-    for graphed in (False, True):
-        setup = dataclasses.replace(_setup(corpus), device=device)
-        model = setup.model.to(device).train()
-        cache = EncoderCache(model, read_rows(corpus / "train.jsonl", True), None, device, precision="fp32")
-        params = select_trainable(model, stage)
-        optimizer = build_optimizer(params, stage, cfg.betas, cfg.eps, capturable=graphed)
-        data = _StageData(stage, setup, DataPaths(train=corpus / "train.jsonl"), 0, None, False, None, cache)
-        loss_fn = functools.partial(lambda b, m, c: _loss(m, None, b, cfg, stage, 0, c), m=model, c=cache)
-        stepper = GraphedSteps(loss_fn, list(params.values()), optimizer, cfg.grad_clip,
-                               cache.pad_index) if graphed else None  # fmt: skip
-        losses = []
-        for epoch in range(3):
-            for batch in data.loader(epoch, 0, 0):
-                if graphed:
-                    loss, norm = stepper(batch, 1e-3)
-                else:
-                    loss, norm = _step(model, None, data.finish(batch, device), optimizer, params, cfg, stage, 1e-3,
-                                       0, cache)  # fmt: skip
-                losses.append((float(loss), float(norm)))
-        runs.append((losses, {k: p.detach().cpu() for k, p in params.items()}, stepper))
-    (eager, eager_weights, _), (graph, graph_weights, stepper) = runs
-    assert len(stepper.buckets) < len(graph), "every batch captured a new graph"
-    np.testing.assert_allclose(np.array(graph), np.array(eager), rtol=1e-4, atol=1e-6)
-    for name, weight in eager_weights.items():
-        torch.testing.assert_close(graph_weights[name], weight, rtol=1e-4, atol=1e-5, msg=name)
-
-
-@pytest.mark.gpu
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
-def test_graphed_encoder_stage_follows_the_eager_stage(corpus: Path, tmp_path: Path) -> None:
-    """fp32 on the GPU: a CTC stage whose encoder runs from CUDA graphs gives the eager stage's losses."""
-    stage = StageConfig("ctc", "speech", ("encoder",), ce_weight=0.0, ctc_weight=1.0, max_steps=8, lr=3e-3,
-                        warmup_steps=1, batch_seconds=2.5, init_feature_stats=True)  # fmt: skip
-    losses = []
-    for graphs in (False, True):
-        cfg = TrainConfig(stages=(stage,), precision="fp32", log_every=1, cuda_graphs_encoder=graphs, ctc_units="chars",
-                          ctc_upsample=3, audio_in_memory=True, features_on_device=True)  # fmt: skip
-        setup = dataclasses.replace(_setup(corpus), device=torch.device("cuda"))
-        history = train(cfg, setup, DataPaths(train=corpus / "train.jsonl"), tmp_path / str(graphs))
-        losses.append(list(_losses(history).values()))
-    eager, graphed = losses
-    assert len(eager) == len(graphed) == 8
-    np.testing.assert_allclose(graphed, eager, rtol=1e-4)

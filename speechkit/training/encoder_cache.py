@@ -6,7 +6,8 @@ device, in bf16 under bf16 training (107 h of audio at 80 ms a token and 256 dim
 rows of one flat tensor; a batch addresses them by row index (:meth:`EncoderCache.sources`), so fetching
 a batch's outputs is one gather on the device, inside a captured CUDA graph too. Its audio is the training
 batches' (edge silence included); it is computed in eval mode without SpecAugment, so a resumed run
-rebuilds it bit for bit.
+rebuilds it bit for bit. ``cached_embeds`` turns a batch's fetched outputs into decoder input, and
+``audio_time_keep`` masks them at random, the augmentation a cache built once still allows.
 """
 
 from __future__ import annotations
@@ -81,3 +82,28 @@ class EncoderCache:
     def rows(self, index: torch.Tensor) -> torch.Tensor:
         """The cached outputs at ``index`` (any shape, on the cache's device): (*index.shape, encoder_dim)."""
         return self.flat[index]
+
+
+def cached_embeds(model: SpeechModel, input_ids: torch.Tensor, encoded: torch.Tensor) -> torch.Tensor:
+    """:meth:`SpeechModel.embed_inputs` for cached encoder outputs already placed at their positions:
+    ``encoded`` (B, L, encoder_dim) holds each audio position's encoder output (anything elsewhere).
+    The projector runs on every position (it is position-wise) and the audio positions take its output."""
+    tokens = model.decoder.embed(input_ids)
+    audio = model.audio.projector(encoded).to(tokens.dtype)
+    return torch.where((input_ids == model.audio_token_id).unsqueeze(-1), audio, tokens)
+
+
+def audio_time_keep(audio: torch.Tensor, masks: int, width: int) -> torch.Tensor:
+    """(B, L) bool, False at ``masks`` spans of up to ``width`` consecutive audio positions of each row.
+
+    ``audio`` (B, L) bool marks a row's audio positions (one clip per row). Span widths are uniform in
+    [0, width] and starts uniform over the clip, drawn on the device's default generator without a host
+    synchronisation (a CUDA graph replays fresh draws).
+    """
+    index = audio.cumsum(dim=1) - 1  # position of each audio token inside its clip
+    count = audio.sum(dim=1, keepdim=True)  # (B, 1)
+    shape = (audio.shape[0], masks)
+    widths = (torch.rand(shape, device=audio.device) * (width + 1)).floor()
+    starts = (torch.rand(shape, device=audio.device) * count).floor()
+    inside = (index[:, None, :] >= starts[..., None]) & (index[:, None, :] < (starts + widths)[..., None])
+    return ~(inside.any(dim=1) & audio)

@@ -46,7 +46,7 @@ from speechkit.training.batches import (
 )  # fmt: skip
 from speechkit.training.config import StageConfig, TrainConfig, to_dict
 from speechkit.training.ctc import STATE_PREFIX, CtcHead, CtcUnits
-from speechkit.training.encoder_cache import EncoderCache
+from speechkit.training.encoder_cache import EncoderCache, audio_time_keep, cached_embeds
 from speechkit.training.evaluate import dev_subset, evaluate_dev
 from speechkit.training.graphs import GraphedEncoder, GraphedSteps
 from speechkit.training.model_init import set_feature_stats_
@@ -173,31 +173,6 @@ def _loss(model: SpeechModel, head: CtcHead | None, batch: Batch, cfg: TrainConf
         ctc = head.loss(encoded, batch.asr_rows, batch.ctc_targets, batch.ctc_target_lengths)
         loss = loss + stage.ctc_weight * ctc
     return loss
-
-
-def cached_embeds(model: SpeechModel, input_ids: torch.Tensor, encoded: torch.Tensor) -> torch.Tensor:
-    """:meth:`SpeechModel.embed_inputs` for cached encoder outputs already placed at their positions:
-    ``encoded`` (B, L, encoder_dim) holds each audio position's encoder output (anything elsewhere).
-    The projector runs on every position (it is position-wise) and the audio positions take its output."""
-    tokens = model.decoder.embed(input_ids)
-    audio = model.audio.projector(encoded).to(tokens.dtype)
-    return torch.where((input_ids == model.audio_token_id).unsqueeze(-1), audio, tokens)
-
-
-def audio_time_keep(audio: torch.Tensor, masks: int, width: int) -> torch.Tensor:
-    """(B, L) bool, False at ``masks`` spans of up to ``width`` consecutive audio positions of each row.
-
-    ``audio`` (B, L) bool marks a row's audio positions (one clip per row). Span widths are uniform in
-    [0, width] and starts uniform over the clip, drawn on the device's default generator without a host
-    synchronisation (a CUDA graph replays fresh draws).
-    """
-    index = audio.cumsum(dim=1) - 1  # position of each audio token inside its clip
-    count = audio.sum(dim=1, keepdim=True)  # (B, 1)
-    shape = (audio.shape[0], masks)
-    widths = (torch.rand(shape, device=audio.device) * (width + 1)).floor()
-    starts = (torch.rand(shape, device=audio.device) * count).floor()
-    inside = (index[:, None, :] >= starts[..., None]) & (index[:, None, :] < (starts + widths)[..., None])
-    return ~(inside.any(dim=1) & audio)
 
 
 READING_NOISE = 0.5  # std of the noise on reading-exercise slots, relative to the embeddings' std
