@@ -132,6 +132,59 @@ def test_edge_silence_is_fixed_per_clip_and_shared_by_batches_and_the_encoder_ca
         dataclasses.replace(stage_config(), edge_silence_s=-1.0)
 
 
+def test_a_cached_batch_padded_to_its_bucket_has_the_same_loss_and_gradients(corpus: Path) -> None:
+    """What GraphedSteps relies on, checked eagerly on the CPU (fp32)."""
+    from speechkit.training.batches import Batch, read_rows
+    from speechkit.training.encoder_cache import EncoderCache
+    from speechkit.training.graphs import ROWS_STEP, TOKENS_STEP, fill_bucket
+    from speechkit.training.trainer import _StageData
+
+    setup = tiny_setup(corpus)
+    model = setup.model.train()
+    cache = EncoderCache(model, read_rows(corpus / "train.jsonl", True), None, torch.device("cpu"), precision="fp32")
+    stage = StageConfig("asr", "speech", ("projector", "decoder"), cache_encoder=True,
+                        tasks={"asr": 1.0, "ast": 1.0, "ast_cot": 1.0}, batch_seconds=100.0)  # fmt: skip
+    cfg = TrainConfig(stages=(stage,), precision="fp32")
+    batch = next(iter(_StageData(stage, setup, DataPaths(train=corpus / "train.jsonl"), 0, None, False, None,
+                                 cache).loader(0, 0, 0)))  # fmt: skip
+    rows, tokens = batch.input_ids.shape
+    key = (-(-rows // ROWS_STEP) * ROWS_STEP, -(-tokens // TOKENS_STEP) * TOKENS_STEP)
+    static = Batch(torch.empty(key, dtype=torch.int64), torch.empty(key, dtype=torch.int64), None, None,
+                   pad_id=batch.pad_id, audio_source=torch.empty(key, dtype=torch.int64))  # fmt: skip
+    fill_bucket(static, batch, cache.pad_index)
+    assert key[0] > rows and key[1] > tokens  # both padded
+    results = []
+    for b in (batch, static):
+        model.zero_grad(set_to_none=True)
+        loss = _loss(model, None, b, cfg, stage, 0, cache)
+        loss.backward()
+        results.append((loss.detach(), {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}))
+    (loss, grads), (padded_loss, padded_grads) = results
+    torch.testing.assert_close(padded_loss, loss)
+    assert grads.keys() == padded_grads.keys()
+    for name, grad in grads.items():
+        torch.testing.assert_close(padded_grads[name], grad, msg=name)
+
+
+def test_bucket_padding_leaves_the_encoders_outputs_unchanged(corpus: Path) -> None:
+    """What GraphedEncoder relies on, checked eagerly on the CPU: the batch padded to its bucket (zero frames,
+    full-length zero rows) gives the real rows the encoder outputs of the batch alone."""
+    from speechkit.training.graphs import ENCODER_FRAMES_STEP, ENCODER_ROWS_STEP, bucket_padded, unpadded
+
+    setup = tiny_setup(corpus)
+    encoder = setup.model.audio.encoder.eval()
+    batch = speech_batch_of(corpus, setup, ["asr", "asr", "asr"])
+    with torch.no_grad():
+        want = encoder(batch.features, batch.feature_lengths)
+        padded, padded_lengths = bucket_padded(batch.features, batch.feature_lengths)
+        hidden = encoder(padded, padded_lengths, lengths_on_host=False).hidden
+    assert padded.shape[0] == ENCODER_ROWS_STEP and padded.shape[1] == ENCODER_FRAMES_STEP
+    got = unpadded(encoder, hidden, batch.features.shape, batch.feature_lengths)
+    assert got.lengths.tolist() == want.lengths.tolist() and got.hidden.shape == want.hidden.shape
+    for i, n in enumerate(want.lengths.tolist()):
+        torch.testing.assert_close(got.hidden[i, :n], want.hidden[i, :n])
+
+
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_graphed_steps_follow_the_eager_steps(corpus: Path) -> None:

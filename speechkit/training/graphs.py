@@ -36,9 +36,7 @@ ENCODER_FRAMES_STEP = 256
 @dataclass
 class _Bucket:
     graph: torch.cuda.CUDAGraph
-    input_ids: Tensor  # (rows, tokens) int64 on the device: the inputs the graph reads
-    labels: Tensor
-    audio_source: Tensor
+    static: Batch  # the inputs the graph reads: input_ids, labels, audio_source (rows, tokens) on the device
     loss: Tensor  # 0-dim outputs the graph writes
     grad_norm: Tensor
 
@@ -73,27 +71,17 @@ class GraphedSteps:
         if bucket is None:
             bucket = self.buckets[key] = self._capture(key, batch)
         else:
-            self._load(bucket, batch)
+            fill_bucket(bucket.static, batch, self.pad_index)
         bucket.graph.replay()
         return bucket.loss, bucket.grad_norm
 
-    def _load(self, bucket: _Bucket, batch: Batch) -> None:
-        rows, tokens = batch.input_ids.shape
-        for static, value, fill in ((bucket.input_ids, batch.input_ids, batch.pad_id),
-                                    (bucket.labels, batch.labels, IGNORE),
-                                    (bucket.audio_source, batch.audio_source, self.pad_index)):  # fmt: skip
-            static.fill_(fill)
-            static[:rows, :tokens].copy_(value, non_blocking=True)
-
     def _capture(self, key: tuple[int, int], batch: Batch) -> _Bucket:
-        def full(value: int) -> Tensor:
-            return torch.full(key, value, dtype=torch.int64, device=self.device)
+        def empty() -> Tensor:
+            return torch.empty(key, dtype=torch.int64, device=self.device)
 
-        static = Batch(full(batch.pad_id), full(IGNORE), None, None, pad_id=batch.pad_id,
-                       audio_source=full(self.pad_index))  # fmt: skip
-        bucket = _Bucket(torch.cuda.CUDAGraph(), static.input_ids, static.labels, static.audio_source,
-                         torch.empty(()), torch.empty(()))  # fmt: skip
-        self._load(bucket, batch)
+        static = Batch(empty(), empty(), None, None, pad_id=batch.pad_id, audio_source=empty())
+        bucket = _Bucket(torch.cuda.CUDAGraph(), static, torch.empty(()), torch.empty(()))
+        fill_bucket(static, batch, self.pad_index)
         # lazy initialisation (kernel selection, workspaces) must not happen inside the capture: run the
         # forward and backward once at this shape on a side stream first, without an optimizer step
         side = torch.cuda.Stream()
@@ -109,6 +97,17 @@ class GraphedSteps:
             self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)  # the captured gradients live in the graph's pool
         return bucket
+
+
+def fill_bucket(static: Batch, batch: Batch, pad_index: int) -> None:
+    """Copy a cached-stage ``batch`` into the larger ``static`` batch of its bucket, in place: the padding
+    tokens (after each row's own) and rows get the pad id, no label, and the cache's zero row (``pad_index``)."""
+    rows, tokens = batch.input_ids.shape
+    for target, value, fill in ((static.input_ids, batch.input_ids, batch.pad_id),
+                                (static.labels, batch.labels, IGNORE),
+                                (static.audio_source, batch.audio_source, pad_index)):  # fmt: skip
+        target.fill_(fill)
+        target[:rows, :tokens].copy_(value, non_blocking=True)
 
 
 def _init_adamw_state(optimizer: torch.optim.Optimizer) -> None:
@@ -157,19 +156,32 @@ class GraphedEncoder:
     def __call__(self, features: Tensor, lengths: Tensor) -> EncoderOutput:
         """Encode (B, T, n_mels) ``features`` with (B,) valid frames ``lengths``: as the encoder does, with
         gradients; the token lengths come back on the host."""
-        rows, frames, mels = features.shape
-        key = (-(-rows // ENCODER_ROWS_STEP) * ENCODER_ROWS_STEP,
-               -(-frames // ENCODER_FRAMES_STEP) * ENCODER_FRAMES_STEP)  # fmt: skip
-        padded = features.new_zeros(*key, mels)
-        padded[:rows, :frames] = features
-        padded_lengths = torch.full((key[0],), key[1], dtype=torch.int64, device=self.device)
-        padded_lengths[:rows] = lengths.to(self.device, non_blocking=True)
+        padded, padded_lengths = bucket_padded(features, lengths)
+        key = tuple(padded.shape[:2])
         graphed = self.buckets.get(key)
         if graphed is None:
             graphed = self.buckets[key] = torch.cuda.make_graphed_callables(
                 _Hidden(self.encoder), (padded, padded_lengths), num_warmup_iters=1, allow_unused_input=True,
                 pool=self.pool,
             )  # fmt: skip
-        tokens = self.encoder.token_lengths(lengths.cpu().long())
-        hidden = graphed(padded, padded_lengths)[:rows, : -(-frames // self.encoder.config.time_reduction)]
-        return EncoderOutput(hidden, tokens)
+        return unpadded(self.encoder, graphed(padded, padded_lengths), features.shape, lengths)
+
+
+def bucket_padded(features: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor]:
+    """(B, T, n_mels) features and (B,) lengths padded to their bucket: zero frames up to a multiple of
+    :data:`ENCODER_FRAMES_STEP`, full-length zero rows up to a multiple of :data:`ENCODER_ROWS_STEP`."""
+    rows, frames, mels = features.shape
+    key = (-(-rows // ENCODER_ROWS_STEP) * ENCODER_ROWS_STEP, -(-frames // ENCODER_FRAMES_STEP) * ENCODER_FRAMES_STEP)
+    padded = features.new_zeros(*key, mels)
+    padded[:rows, :frames] = features
+    padded_lengths = torch.full((key[0],), key[1], dtype=torch.int64, device=features.device)
+    padded_lengths[:rows] = lengths.to(features.device, non_blocking=True)
+    return padded, padded_lengths
+
+
+def unpadded(encoder: AudioEncoder, hidden: Tensor, shape: torch.Size, lengths: Tensor) -> EncoderOutput:
+    """The encoder output of the batch of ``shape`` (B, T, n_mels) and ``lengths`` inside ``hidden``, the
+    output of its :func:`bucket_padded` batch; token lengths on the host, as the encoder gives them."""
+    rows, frames, _ = shape
+    tokens = -(-frames // encoder.config.time_reduction)
+    return EncoderOutput(hidden[:rows, :tokens], encoder.token_lengths(lengths.cpu().long()))
