@@ -136,7 +136,7 @@ def test_a_cached_batch_padded_to_its_bucket_has_the_same_loss_and_gradients(cor
     """What GraphedSteps relies on, checked eagerly on the CPU (fp32)."""
     from speechkit.training.batches import Batch, read_rows
     from speechkit.training.encoder_cache import EncoderCache
-    from speechkit.training.graphs import ROWS_STEP, TOKENS_STEP, fill_bucket
+    from speechkit.training.graphs import cached_bucket, fill_bucket
     from speechkit.training.trainer import _StageData
 
     setup = tiny_setup(corpus)
@@ -148,7 +148,7 @@ def test_a_cached_batch_padded_to_its_bucket_has_the_same_loss_and_gradients(cor
     batch = next(iter(_StageData(stage, setup, DataPaths(train=corpus / "train.jsonl"), 0, None, False, None,
                                  cache).loader(0, 0, 0)))  # fmt: skip
     rows, tokens = batch.input_ids.shape
-    key = (-(-rows // ROWS_STEP) * ROWS_STEP, -(-tokens // TOKENS_STEP) * TOKENS_STEP)
+    key = cached_bucket(rows, tokens)
     static = Batch(torch.empty(key, dtype=torch.int64), torch.empty(key, dtype=torch.int64), None, None,
                    pad_id=batch.pad_id, audio_source=torch.empty(key, dtype=torch.int64))  # fmt: skip
     fill_bucket(static, batch, cache.pad_index)

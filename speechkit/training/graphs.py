@@ -63,8 +63,7 @@ class GraphedSteps:
     def __call__(self, batch: Batch, lr: float) -> tuple[Tensor, Tensor]:
         """One optimizer step on ``batch`` (on the host, ideally pinned) at learning rate ``lr``; returns
         the loss and the gradient norm before clipping (device tensors, overwritten by the next step)."""
-        rows, tokens = batch.input_ids.shape
-        key = (-(-rows // ROWS_STEP) * ROWS_STEP, -(-tokens // TOKENS_STEP) * TOKENS_STEP)
+        key = cached_bucket(*batch.input_ids.shape)
         for group in self.optimizer.param_groups:
             group["lr"].fill_(lr)
         bucket = self.buckets.get(key)
@@ -97,6 +96,11 @@ class GraphedSteps:
             self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)  # the captured gradients live in the graph's pool
         return bucket
+
+
+def cached_bucket(rows: int, tokens: int) -> tuple[int, int]:
+    """The padded (rows, tokens) shape a cached-stage batch of this shape is replayed at."""
+    return -(-rows // ROWS_STEP) * ROWS_STEP, -(-tokens // TOKENS_STEP) * TOKENS_STEP
 
 
 def fill_bucket(static: Batch, batch: Batch, pad_index: int) -> None:
