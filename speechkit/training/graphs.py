@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -127,20 +128,62 @@ def _init_adamw_state(optimizer: torch.optim.Optimizer) -> None:
                 }
 
 
-class _Hidden(nn.Module):
-    """The encoder's hidden states alone, token lengths kept on the device (a graph cannot synchronise)."""
+class _EncoderBucket:
+    """One padded shape's encoder forward and backward graphs and the static tensors they read and write.
 
-    def __init__(self, encoder: AudioEncoder) -> None:
-        super().__init__()
-        self.encoder = encoder
+    Captured with ``capture_error_mode="thread_local"``: the DataLoader's pin-memory thread allocates
+    page-locked memory while we capture, which the default global mode counts as an error of the capture
+    (``torch.cuda.make_graphed_callables`` offers no other mode; session 7's first GPU run failed so).
+    """
 
-    def forward(self, features: Tensor, lengths: Tensor) -> Tensor:
-        return self.encoder(features, lengths, lengths_on_host=False).hidden
+    def __init__(self, encoder: AudioEncoder, features: Tensor, lengths: Tensor, pool: tuple[int, int]) -> None:
+        self.params = [p for p in encoder.parameters() if p.requires_grad]
+        self.features, self.lengths = features.clone(), lengths.clone()
+        # lazy initialisation (kernel selection, workspaces) must not happen inside a capture
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):
+            hidden = self._hidden(encoder)
+            torch.autograd.grad(hidden, self.params, torch.ones_like(hidden), allow_unused=True)
+        torch.cuda.current_stream().wait_stream(side)
+        del hidden
+        self.forward, self.backward = torch.cuda.CUDAGraph(), torch.cuda.CUDAGraph()
+        with torch.cuda.graph(self.forward, pool=pool, capture_error_mode="thread_local"):
+            hidden = self._hidden(encoder)
+        self.grad_hidden = torch.empty_like(hidden)
+        with torch.cuda.graph(self.backward, pool=pool, capture_error_mode="thread_local"):
+            grads = torch.autograd.grad(hidden, self.params, self.grad_hidden, allow_unused=True)
+        self.hidden = hidden.detach()
+        self.grads = tuple(None if g is None else g.detach() for g in grads)
+
+    def _hidden(self, encoder: AudioEncoder) -> Tensor:
+        # token lengths stay on the device: a graph cannot synchronise
+        return encoder(self.features, self.lengths, lengths_on_host=False).hidden
+
+
+class _ReplayEncoder(torch.autograd.Function):
+    """Autograd's view of a bucket: forward replays its forward graph, backward its backward graph, whose
+    parameter gradients autograd then accumulates into ``.grad`` as for an eager encoder."""
+
+    @staticmethod
+    def forward(ctx: Any, bucket: _EncoderBucket, features: Tensor, lengths: Tensor, *params: Tensor) -> Tensor:
+        ctx.bucket = bucket
+        bucket.features.copy_(features)
+        bucket.lengths.copy_(lengths)
+        bucket.forward.replay()
+        return bucket.hidden.detach()  # a new tensor object each call: autograd attaches to it
+
+    @staticmethod
+    def backward(ctx: Any, grad_hidden: Tensor) -> tuple[Tensor | None, ...]:
+        bucket = ctx.bucket
+        bucket.grad_hidden.copy_(grad_hidden)
+        bucket.backward.replay()
+        return (None, None, None, *(None if g is None else g.detach() for g in bucket.grads))
 
 
 class GraphedEncoder:
     """``encoder(features, lengths)`` for a stage that trains the encoder, its forward and backward replayed
-    from CUDA graphs (``torch.cuda.make_graphed_callables``), one pair per padded batch shape (rows to a
+    from CUDA graphs, one pair per padded batch shape (rows to a
     multiple of :data:`ENCODER_ROWS_STEP`, frames to :data:`ENCODER_FRAMES_STEP`).
 
     Why: the demo's CTC step is ~69 ms of host time (kernel launches of the Conformer, forward and backward)
@@ -155,20 +198,18 @@ class GraphedEncoder:
         self.encoder = encoder
         self.device = next(encoder.parameters()).device
         self.pool = torch.cuda.graph_pool_handle()  # a step replays one bucket's forward, then its backward
-        self.buckets: dict[tuple[int, int], Callable[[Tensor, Tensor], Tensor]] = {}
+        self.buckets: dict[tuple[int, int], _EncoderBucket] = {}
 
     def __call__(self, features: Tensor, lengths: Tensor) -> EncoderOutput:
         """Encode (B, T, n_mels) ``features`` with (B,) valid frames ``lengths``: as the encoder does, with
         gradients; the token lengths come back on the host."""
         padded, padded_lengths = bucket_padded(features, lengths)
         key = tuple(padded.shape[:2])
-        graphed = self.buckets.get(key)
-        if graphed is None:
-            graphed = self.buckets[key] = torch.cuda.make_graphed_callables(
-                _Hidden(self.encoder), (padded, padded_lengths), num_warmup_iters=1, allow_unused_input=True,
-                pool=self.pool,
-            )  # fmt: skip
-        return unpadded(self.encoder, graphed(padded, padded_lengths), features.shape, lengths)
+        bucket = self.buckets.get(key)
+        if bucket is None:
+            bucket = self.buckets[key] = _EncoderBucket(self.encoder, padded, padded_lengths, self.pool)
+        hidden = _ReplayEncoder.apply(bucket, padded, padded_lengths, *bucket.params)
+        return unpadded(self.encoder, hidden, features.shape, lengths)
 
 
 def bucket_padded(features: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor]:
