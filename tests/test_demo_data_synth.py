@@ -14,7 +14,7 @@ import soundfile as sf
 
 from speechkit.errors import ConfigError
 from speechkit.text.tokenizer import Tokenizer
-from speechkit.training.data.synthesize import Espeak, parse_stream_wav, synthesize_manifest
+from speechkit.training.data.synthesize import Espeak, parse_stream_wav, phonemize_manifest, synthesize_manifest
 from speechkit.training.data.tokenizer import train_tokenizer
 
 # Stands in for espeak-ng: reads the text on stdin, writes a streamed 22.05 kHz WAV (placeholder sizes,
@@ -29,6 +29,9 @@ if "FAIL" in text:
     sys.stderr.write("Error: The specified espeak-ng voice does not exist.\n")
     sys.exit(1)
 if "EMPTY" in text:
+    sys.exit(0)
+if "--ipa" in sys.argv:  # phonemes only, language-switch marks included as espeak-ng writes them
+    sys.stdout.write("(en)" + text.lower().replace("g", "ɡ") + "(de)\n" + "zweite zeile\n")
     sys.exit(0)
 n = int(22050 * 0.01 * len(text))
 body = b"".join(struct.pack("<h", int(8000 * math.sin(i / 10))) for i in range(n))
@@ -95,6 +98,22 @@ def test_wav_output_has_the_same_samples_under_a_wav_name(tmp_path, monkeypatch)
                                   sf.read(tmp_path / "flac" / flac_row["audio_filepath"], dtype="int16")[0])
     with pytest.raises(ConfigError, match="audio format 'ogg'"):
         synthesize_manifest(manifest, tmp_path / "ogg", espeak, workers=1, audio_format="ogg")
+
+
+def test_phonemize_adds_what_espeak_said_and_synthesis_keeps_it(tmp_path, monkeypatch, caplog):
+    calls = tmp_path / "calls.log"
+    espeak = Espeak.find(_fake_espeak(tmp_path / "bin", calls, monkeypatch))
+    manifest = tmp_path / "test.jsonl"
+    manifest.write_text("".join(json.dumps(r) + "\n" for r in (_row("a", "Guten Tag."), _row("b", "FAIL here"))))
+    with caplog.at_level(logging.WARNING):
+        assert phonemize_manifest(manifest, espeak, workers=1) == 1
+    rows = [json.loads(line) for line in manifest.read_text().splitlines()]
+    assert [r["phonemes"] for r in rows] == ["ɡuten taɡ. zweite zeile", ""]  # marks gone, one line
+    assert "b: no phonemes, RuntimeError: espeak-ng exited with 1" in caplog.text
+    assert all("--ipa" in line and "-q" in line.split() for line in calls.read_text().splitlines())
+    synthesize_manifest(manifest, tmp_path / "audio", espeak, workers=1)
+    (done,) = [json.loads(line) for line in (tmp_path / "audio" / "test.jsonl").read_text().splitlines()]
+    assert done["phonemes"] == "ɡuten taɡ. zweite zeile"
 
 
 def test_bundle_folder_sets_library_and_data_paths(tmp_path, monkeypatch):

@@ -35,12 +35,13 @@ def test_loss_falls_on_a_fixed_batch(corpus: Path, tmp_path: Path) -> None:
     assert losses[-1] < 0.8 * losses[0], losses
 
 
-@pytest.mark.parametrize(("in_memory", "units"), [(False, "tokens"), (True, "tokens"), (False, "chars")],
-                         ids=["files", "memory+device-features", "char-ctc"])  # fmt: skip
+@pytest.mark.parametrize(("in_memory", "units"),
+                         [(False, "tokens"), (True, "tokens"), (False, "chars"), (False, "phonemes")],
+                         ids=["files", "memory+device-features", "char-ctc", "phoneme-ctc"])  # fmt: skip
 def test_resume_gives_bit_identical_losses(corpus: Path, tmp_path: Path, in_memory: bool, units: str) -> None:
     paths = DataPaths(text=corpus / "train.jsonl", train=corpus / "train.jsonl")
     cfg = dataclasses.replace(stage_config(), audio_in_memory=in_memory, features_on_device=in_memory, ctc_units=units,
-                              ctc_upsample=3 if units == "chars" else 1)  # fmt: skip
+                              ctc_upsample=1 if units == "tokens" else 3)  # fmt: skip
     full = losses_of(train(cfg, tiny_setup(corpus), paths, tmp_path / "full"))
     # stop after step 4 (inside the speech stage, with optimizer moments), then resume in a fresh model
     train(cfg, tiny_setup(corpus), paths, tmp_path / "cut", stop_at_step=4)
@@ -197,6 +198,23 @@ def test_char_ctc_head_emits_upsampled_frames(corpus: Path) -> None:
     assert logits.shape == (3, 3 * encoded.hidden.shape[1], units.size)
     assert frames.tolist() == (3 * encoded.lengths).tolist()
     assert all(len(path) <= n for path, n in zip(head.greedy(encoded), frames.tolist(), strict=True))
+
+
+def test_phoneme_ctc_targets_come_from_the_manifests_phonemes(corpus: Path, tmp_path: Path) -> None:
+    from speechkit.training.batches import read_rows
+    from speechkit.training.trainer import ctc_units
+
+    cfg = dataclasses.replace(stage_config(), ctc_units="phonemes", ctc_upsample=3)
+    paths = DataPaths(train=corpus / "train.jsonl")
+    units = ctc_units(cfg, None, 0, paths)
+    rows = read_rows(corpus / "train.jsonl", False)
+    assert units.kind == "phonemes" and "ˈ" in units.chars and "ɔ" in units.chars
+    batch = speech_batch_of(corpus, tiny_setup(corpus), ["asr", "ast", "asr"], units)
+    assert batch.ctc_targets.tolist() == units.encode("", rows[0].phonemes) + units.encode("", rows[2].phonemes)
+    bare = tmp_path / "bare.jsonl"  # a manifest without phonemes (not phonemized) is a clear error
+    bare.write_text((corpus / "train.jsonl").read_text().replace('"phonemes"', '"said"'))
+    with pytest.raises(ConfigError, match="has no phonemes; add them with recipes/synthetic_demo/phonemize.py"):
+        ctc_units(cfg, None, 0, DataPaths(train=bare))
 
 
 def test_subsampling_init_keeps_the_audio_scale(corpus: Path) -> None:

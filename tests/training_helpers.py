@@ -36,7 +36,8 @@ def corpus(tmp_path_factory) -> Path:
         path = root / f"a{i}.flac"
         sf.write(path, speechlike(0.6 + 0.1 * i, seed=i), 16000)
         rows.append({"id": f"u{i}", "audio_filepath": path.name, "duration": 0.6 + 0.1 * i, "src_lang": src,
-                     "tgt_lang": tgt, "text": text, "translation": translation})  # fmt: skip
+                     "tgt_lang": tgt, "text": text, "translation": translation,
+                     "phonemes": "ˈ" + text.lower().replace("o", "ɔ")})  # stands in for espeak-ng's IPA  # fmt: skip
     (root / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     train_tokenizer([t for r in rows for t in (r["text"], r["translation"])], root / "tok", vocab_size=400)
     return root

@@ -1,7 +1,7 @@
 """Does the demo encoder learn CTC on a small synthesized subset? A CPU probe before spending GPU time.
 
     python3 recipes/synthetic_demo/ctc_probe.py --prepared PREPARED --audio AUDIO [--langs en de ...] \
-        --steps 1000 --lr 1e-3 [--units chars --upsample 3] [--init recipe|torch] [--batch-seconds 20]
+        --steps 1000 --lr 1e-3 [--units chars|phonemes --upsample 3] [--init recipe|torch] [--batch-seconds 20]
 
 Trains only the encoder of the recipe's model (``config.yaml``'s ``model`` section) with the training-only
 CTC head (:mod:`speechkit.training.ctc`) on the synthesized ``train`` rows of the chosen languages
@@ -15,6 +15,7 @@ default init in the encoder.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import random
 import time
@@ -32,6 +33,7 @@ from speechkit.training.batches import read_rows
 from speechkit.training.config import load_train_config
 from speechkit.training.ctc import CtcHead, CtcUnits
 from speechkit.training.model_init import build_model, official_config, set_feature_stats_
+from speechkit.training.trainer import DataPaths, ctc_units
 
 HERE = Path(__file__).resolve().parent
 
@@ -41,7 +43,7 @@ def _examples(manifest: Path, langs: set[str], units: CtcUnits, frontend: LogMel
     for row in read_rows(manifest, True):
         if row.src_lang in langs:
             wave = load_audio(row.audio)
-            labels = torch.tensor(units.encode(row.text, row.reading))
+            labels = torch.tensor(units.encode(row.text, units.reading_of(row)))
             out.append((frontend.utterance(wave.samples, wave.sample_rate), labels))
     return out
 
@@ -65,7 +67,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=1000)
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--warmup", type=int, default=60)
-    parser.add_argument("--units", choices=["tokens", "chars"], default="chars")
+    parser.add_argument("--units", choices=["tokens", "chars", "phonemes"], default="chars")
     parser.add_argument("--upsample", type=int, default=3)
     parser.add_argument("--init", choices=["recipe", "torch"], default="recipe")
     parser.add_argument("--batch-seconds", type=float, default=20.0)
@@ -83,10 +85,8 @@ def main() -> None:
         torch.manual_seed(0)
         model = SpeechModel(SpeechModelConfig.from_official(official), tokenizer.special.audio)
     encoder = model.audio.encoder.train()
-    if args.units == "tokens":
-        units = CtcUnits.tokens(tokenizer, vocab)
-    else:
-        units = CtcUnits.characters(r.reading for r in read_rows(args.prepared / "train.jsonl", False))
+    cfg = dataclasses.replace(recipe.train, ctc_units=args.units)
+    units = ctc_units(cfg, tokenizer, vocab, DataPaths(text=args.prepared / "train.jsonl"))
     frontend = LogMelFrontend("cpu")
     train = _examples(args.audio / "train.jsonl", set(args.langs), units, frontend)
     dev = _examples(args.audio / "dev.jsonl", set(args.langs), units, frontend)[:40]

@@ -43,6 +43,7 @@ class Row:
     text: str
     translation: str | None
     speak: str = ""  # what the synthesizer read (kana, pinyin); empty: the transcript itself
+    phonemes: str = ""  # what it said, in IPA (recipes/synthetic_demo/phonemize.py); empty: not known
 
     @property
     def reading(self) -> str:
@@ -65,7 +66,8 @@ def read_rows(manifest: str | Path, with_audio: bool) -> list[Row]:
                 raise DataError(f"{path}:{number}: no audio_filepath/duration; synthesize the split first")
             audio = path.parent / d["audio_filepath"] if with_audio else None
             rows.append(Row(d["id"], audio, float(d.get("duration") or 0.0), d["src_lang"], d.get("tgt_lang"),
-                            d["text"], d.get("translation"), d.get("speak") or ""))  # fmt: skip
+                            d["text"], d.get("translation"), d.get("speak") or "",
+                            d.get("phonemes") or ""))  # fmt: skip
     if not rows:
         raise DataError(f"{path}: no rows")
     return rows
@@ -241,7 +243,7 @@ def speech_batch(rows: list[Row], tasks: list[Task], tokenizer: Tokenizer, front
     asr = torch.tensor([task is Task.ASR for task in tasks])
     ctc_fields = {}
     if ctc is not None:
-        labels_of = [ctc.encode(r.text, r.reading) for r, t in zip(rows, tasks, strict=True) if t is Task.ASR]
+        labels_of = [ctc.encode(r.text, ctc.reading_of(r)) for r, t in zip(rows, tasks, strict=True) if t is Task.ASR]
         ctc_fields = {"ctc_targets": torch.tensor([i for seq in labels_of for i in seq], dtype=torch.int64),
                       "ctc_target_lengths": torch.tensor([len(seq) for seq in labels_of], dtype=torch.int64)}
     if frontend is None:

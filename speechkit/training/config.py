@@ -167,9 +167,10 @@ class TrainConfig:
     shard_mb: int = 16  # official-layout shard size limit
     specaugment: SpecAugmentConfig = field(default_factory=SpecAugmentConfig)
     # labels of the training-only CTC head (speechkit/training/ctc.py): "tokens" (the tokenizer's ids of
-    # the transcript) or "chars" (characters of the reading: kana for Japanese, pinyin for Mandarin),
-    # ``ctc_upsample`` labels per 80 ms encoder token
-    ctc_units: Literal["tokens", "chars"] = "tokens"
+    # the transcript), "chars" (characters of the reading: kana for Japanese, pinyin for Mandarin) or
+    # "phonemes" (espeak-ng's IPA of what was said, the manifests' ``phonemes``); ``ctc_upsample`` labels per
+    # 80 ms encoder token
+    ctc_units: Literal["tokens", "chars", "phonemes"] = "tokens"
     ctc_upsample: int = 1
     # up to this many seconds of silence before and after each training clip (fixed per clip): espeak-ng's
     # clips start and end tight, and run 11's model (trained without it) lost the first words of most clips
@@ -183,9 +184,9 @@ class TrainConfig:
     cuda_graphs_encoder: bool = False
 
     def __post_init__(self) -> None:
-        if self.ctc_units not in ("tokens", "chars") or self.ctc_upsample < 1:
+        if self.ctc_units not in ("tokens", "chars", "phonemes") or self.ctc_upsample < 1:
             raise ConfigError(f"train.ctc_units={self.ctc_units!r}, ctc_upsample={self.ctc_upsample}: "
-                              "choose tokens or chars, and an upsampling of at least 1")  # fmt: skip
+                              "choose tokens, chars or phonemes, and an upsampling of at least 1")  # fmt: skip
         if not self.stages:
             raise ConfigError("train.stages: at least one stage is needed")
         names = [s.name for s in self.stages]

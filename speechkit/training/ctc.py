@@ -7,8 +7,9 @@ Why a separate head: scored through the projector and the tied token embeddings 
 std 0.02), the logits start near zero and CTC stays on the all-blank plateau; a plain linear layer on the
 encoder output fits 8 fixed utterances word for word in 150 CPU steps (recipes/synthetic_demo/RESULTS.md).
 
-What it emits (:class:`CtcUnits`): the tokenizer's ids of the transcript, or the characters of what was
-spoken (the reading: kana for Japanese, pinyin for Mandarin). On the demo's synthetic speech a 4-block
+What it emits (:class:`CtcUnits`): the tokenizer's ids of the transcript, the characters of what was
+read (kana for Japanese, pinyin for Mandarin, else the transcript), or the characters of what was said
+(espeak-ng's IPA, the manifests' ``phonemes``). On the demo's synthetic speech a 4-block
 encoder left the CTC plateau after ~400 small CPU steps on characters and not within 1,500 on the 6,000
 BPE ids. At 80 ms per encoder token a sentence read at 220 words a minute has more characters than
 tokens, so the head emits ``upsample`` labels per token.
@@ -20,6 +21,7 @@ import unicodedata
 from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import cached_property
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -39,8 +41,9 @@ def reading_chars(text: str) -> str:
 
 @dataclass(frozen=True)
 class CtcUnits:
-    """The CTC label set: ``tokens`` (a tokenizer's ids of the transcript, blank = its ``<|endoftext|>``)
-    or ``chars`` (``chars[i]`` is label i + 1 of the reading's :func:`reading_chars`, blank = 0)."""
+    """The CTC label set: ``tokens`` (a tokenizer's ids of the transcript, blank = its ``<|endoftext|>``),
+    ``chars`` or ``phonemes`` (``chars[i]`` is label i + 1 of the :func:`reading_chars` of the row's reading,
+    or of its phonemes; blank = 0)."""
 
     kind: str
     size: int
@@ -53,10 +56,16 @@ class CtcUnits:
         return cls("tokens", vocab_size, tokenizer.special.endoftext, tokenizer=tokenizer)
 
     @classmethod
-    def characters(cls, readings: Iterable[str]) -> CtcUnits:
-        """The characters of ``readings`` (all training readings: a fixed corpus gives a fixed label set)."""
+    def characters(cls, readings: Iterable[str], kind: str = "chars") -> CtcUnits:
+        """The characters of ``readings`` (all training readings, or phonemes for ``kind="phonemes"``: a
+        fixed corpus gives a fixed label set)."""
         chars = tuple(sorted({c for text in readings for c in reading_chars(text)}))
-        return cls("chars", len(chars) + 1, 0, chars)
+        return cls(kind, len(chars) + 1, 0, chars)
+
+    def reading_of(self, row: Any) -> str:
+        """What this head hears in a manifest row (a :class:`~speechkit.training.batches.Row`): its
+        phonemes for ``phonemes`` units, else its reading."""
+        return row.phonemes if self.kind == "phonemes" else row.reading
 
     def target_text(self, text: str, reading: str) -> str:
         """What the head should emit for an utterance with transcript ``text`` read as ``reading``."""

@@ -70,7 +70,7 @@ def decode_ctc_records(model: SpeechModel, head: CtcHead, rows: list[Row], batch
         feats = frontend([w.samples for w in waves], [w.sample_rate for w in waves])
         paths = head.greedy(model.audio.encoder(feats.values, feats.lengths))
         for row, path in zip(chunk, paths, strict=True):
-            reference = dataclasses.replace(row, text=head.units.target_text(row.text, row.reading))
+            reference = dataclasses.replace(row, text=head.units.target_text(row.text, head.units.reading_of(row)))
             records.append(_record(reference, Task.ASR, None, head.units.decode(path)))
     return records
 

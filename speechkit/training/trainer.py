@@ -276,8 +276,14 @@ def ctc_units(cfg: TrainConfig, tokenizer: Tokenizer, vocab_size: int, paths: Da
         return CtcUnits.tokens(tokenizer, vocab_size)
     source = paths.text or paths.train
     if source is None:
-        raise ConfigError("train.ctc_units=chars needs the text or train manifest for its characters")
-    return CtcUnits.characters(r.reading for r in read_rows(source, False))
+        raise ConfigError(f"train.ctc_units={cfg.ctc_units} needs the text or train manifest for its characters")
+    rows = read_rows(source, False)
+    if cfg.ctc_units == "phonemes":
+        if not any(r.phonemes for r in rows):
+            raise ConfigError(f"train.ctc_units=phonemes: {source} has no phonemes; add them with "
+                              "recipes/synthetic_demo/phonemize.py, or use ctc_units=chars")  # fmt: skip
+        return CtcUnits.characters((r.phonemes for r in rows), "phonemes")
+    return CtcUnits.characters(r.reading for r in rows)
 
 
 def _run_stage(cfg, setup, extra, store, paths, run_dir, position, saved, history, dev, stop_at_step, on_record,
