@@ -183,8 +183,8 @@ class _ReplayEncoder(torch.autograd.Function):
 
 class GraphedEncoder:
     """``encoder(features, lengths)`` for a stage that trains the encoder, its forward and backward replayed
-    from CUDA graphs, one pair per padded batch shape (rows to a
-    multiple of :data:`ENCODER_ROWS_STEP`, frames to :data:`ENCODER_FRAMES_STEP`).
+    from CUDA graphs, one pair per padded batch shape (rows to a multiple of :data:`ENCODER_ROWS_STEP`,
+    frames to :data:`ENCODER_FRAMES_STEP`).
 
     Why: the demo's CTC step is ~69 ms of host time (kernel launches of the Conformer, forward and backward)
     whatever the batch (session 5). What surrounds the encoder stays eager: the front end, SpecAugment,
