@@ -22,6 +22,7 @@ import struct
 import subprocess
 import time
 from dataclasses import dataclass
+from functools import partial
 from multiprocessing import Pool
 from pathlib import Path
 
@@ -198,8 +199,8 @@ def phonemize_manifest(manifest: Path, espeak: Espeak, workers: int) -> int:
     12-18 % for it, pt, es, de). Done at prepare time, with the espeak-ng the audio is made with.
     """
     rows = _read_rows(manifest)
-    with Pool(max(1, workers), initializer=_init, initargs=(espeak, manifest.parent, "flac")) as pool:
-        said = pool.map(_phonemes_job, rows, chunksize=32)
+    with Pool(max(1, workers)) as pool:
+        said = pool.map(partial(_phonemes_job, espeak), rows, chunksize=32)
     failed = 0
     for row, (phonemes, error) in zip(rows, said, strict=True):
         if error:
@@ -210,10 +211,9 @@ def phonemize_manifest(manifest: Path, espeak: Espeak, workers: int) -> int:
     return failed
 
 
-def _phonemes_job(row: dict) -> tuple[str, str]:
-    assert _worker is not None
+def _phonemes_job(espeak: Espeak, row: dict) -> tuple[str, str]:
     try:
-        return _worker[0].phonemes(row["speak"], row["voice"]), ""
+        return espeak.phonemes(row["speak"], row["voice"]), ""
     except Exception as err:  # any failure costs this row's phonemes only; reported by id
         return "", f"{type(err).__name__}: {err}"
 
