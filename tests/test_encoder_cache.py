@@ -169,14 +169,16 @@ def test_a_cached_batch_padded_to_its_bucket_has_the_same_loss_and_gradients(cor
 def test_bucket_padding_leaves_the_encoders_outputs_unchanged(corpus: Path) -> None:
     """What GraphedEncoder relies on, checked eagerly on the CPU: the batch padded to its bucket (zero frames,
     full-length zero rows) gives the real rows the encoder outputs of the batch alone."""
-    from speechkit.training.graphs import ENCODER_FRAMES_STEP, ENCODER_ROWS_STEP, bucket_padded, unpadded
+    from speechkit.model.encoder import pad_to_bucket
+    from speechkit.training.graphs import ENCODER_FRAMES_STEP, ENCODER_ROWS_STEP, unpadded
 
     setup = tiny_setup(corpus)
     encoder = setup.model.audio.encoder.eval()
     batch = speech_batch_of(corpus, setup, ["asr", "asr", "asr"])
     with torch.no_grad():
         want = encoder(batch.features, batch.feature_lengths)
-        padded, padded_lengths = bucket_padded(batch.features, batch.feature_lengths)
+        padded, padded_lengths = pad_to_bucket(batch.features, batch.feature_lengths, ENCODER_ROWS_STEP,
+                                                ENCODER_FRAMES_STEP)
         hidden = encoder(padded, padded_lengths, lengths_on_host=False).hidden
     assert padded.shape[0] == ENCODER_ROWS_STEP and padded.shape[1] == ENCODER_FRAMES_STEP
     got = unpadded(encoder, hidden, batch.features.shape, batch.feature_lengths)

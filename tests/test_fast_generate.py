@@ -21,8 +21,9 @@ def loaded(tiny_checkpoint):
 
 def _batch(loaded, seconds, task=Task.ASR):
     feats = LogMelFrontend()([speechlike(s, seed=i) for i, s in enumerate(seconds)])
+    device = loaded.model.decoder.embed_tokens.weight.device
     with torch.no_grad():
-        audio = loaded.model.audio(feats.values, feats.lengths)
+        audio = loaded.model.audio(feats.values.to(device), feats.lengths.to(device))
     text = PromptSpec(task, language="fr" if task is not Task.ASR else None).text()
     return [encode_prompt(loaded.tokenizer, text, int(n)) for n in audio.lengths], audio
 
@@ -103,3 +104,21 @@ def test_step_cache_is_bounded_and_clears(loaded):
 def test_step_cache_rejects_empty_bounds():
     with pytest.raises(ConfigError, match="max_entries >= 1 and bucket >= 1, got max_entries=0, bucket=256"):
         fast.StepCache(max_entries=0)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_graphed_prefills_and_steps_give_the_plain_tokens(tiny_checkpoint):
+    """fp32 on the GPU: prompts prefilled from CUDA graphs (padded to their length bucket) and decode steps
+    replayed, both kept across requests, give the plain path's tokens."""
+    loaded = load_speech_model(tiny_checkpoint, device=torch.device("cuda"), dtype=torch.float32, lora="merged")
+    steps = fast.StepCache(max_entries=2)
+    for seconds, task in (([3.0, 1.2, 2.1], Task.ASR), ([1.0, 2.5, 0.6], Task.AST), ([1.7], Task.ASR),
+                          ([1.9], Task.ASR), ([2.2, 2.3, 0.9], Task.ASR)):  # fmt: skip
+        prompts, audio = _batch(loaded, seconds, task)
+        kwargs = dict(max_new_tokens=[16] * len(seconds), stop_ids=loaded.tokenizer.stop_ids, pad_id=199999)
+        plain = generate(loaded.model, prompts, audio, **kwargs)
+        quick = fast.generate_fast(loaded.model, prompts, audio, steps=steps, **kwargs)
+        assert [g.tokens for g in quick] == [g.tokens for g in plain]
+        assert [g.avg_logprob for g in quick] == pytest.approx([g.avg_logprob for g in plain], abs=1e-4)
+    assert all(step.graph is not None and step._prefills for step in steps._steps.values())

@@ -34,6 +34,8 @@ from speechkit.model.speech_model import SpeechModel
 
 SYNC_EVERY = 8  # decode steps between host checks of the stop rules
 CAPACITY_BUCKET = 256  # a kept step's cache slots are rounded up to a multiple of this
+PREFILL_STEP = 64  # a prompt is padded up to a multiple of this many tokens: one prefill graph per length
+PREFILLS_KEPT = 4  # prefill graphs a step keeps (least recently used out)
 
 
 class DecodeStep:
@@ -53,6 +55,23 @@ class DecodeStep:
         self.position = torch.zeros(batch, 1, dtype=torch.long, device=device)
         self.slot = torch.zeros(1, dtype=torch.long, device=device)
         self.graph = self._capture() if use_graph else None
+        self._prefills: OrderedDict[tuple[int, bool], Prefill] = OrderedDict()
+        self._prefill_pool = torch.cuda.graph_pool_handle() if use_graph else None
+
+    def prefill(self, embeds: torch.Tensor, positions: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+        """Run the prompt, (B, n, hidden) ``embeds`` at (B, n) ``positions`` (``mask``: (B, n) for a
+        left-padded batch, else None), into slots 0..n-1 of the cache; the (B, hidden) final hidden state of
+        its last token. Padded to a multiple of :data:`PREFILL_STEP` tokens (a graph per length on CUDA)."""
+        n = embeds.shape[1]
+        length = min(-(-n // PREFILL_STEP) * PREFILL_STEP, self.cache.max_len)
+        key = (length, mask is not None)
+        run = self._prefills.pop(key, None)
+        if run is None:
+            while len(self._prefills) >= PREFILLS_KEPT:
+                self._prefills.popitem(last=False)
+            run = Prefill(self, length, mask is not None, self._prefill_pool)
+        self._prefills[key] = run
+        return run(embeds, positions, mask)
 
     def _step(self) -> None:
         decoder = self.model.decoder
@@ -103,6 +122,59 @@ class DecodeStep:
             self.graph.replay()
         else:
             self._step()
+
+
+class Prefill:
+    """The prompt's forward pass into a :class:`DecodeStep`'s cache at one padded length, as a CUDA graph
+    when the step has one.
+
+    The prompt fills the first positions; the padding after it (zero embeddings, later positions, mask 1)
+    comes after every real token, so causality keeps it out of them. Its cache slots are cleared by
+    :meth:`DecodeStep.load` before decoding. Buffers: ``embeds`` (B, length, hidden), ``positions`` and
+    ``mask`` (B, length), ``last`` (1,) the index of the prompt's last token; output ``hidden`` (B, 1, hidden).
+    """
+
+    def __init__(self, step: DecodeStep, length: int, masked: bool, pool: tuple | None) -> None:
+        self.step = step
+        batch, device = step.mask.shape[0], step.mask.device
+        weight = step.model.decoder.embed_tokens.weight
+        self.embeds = torch.zeros(batch, length, weight.shape[1], dtype=weight.dtype, device=device)
+        self.positions = torch.arange(length, device=device).repeat(batch, 1)
+        self.mask = torch.ones(batch, length, dtype=torch.long, device=device) if masked else None
+        self.last = torch.zeros(1, dtype=torch.long, device=device)
+        self.graph = None
+        if step.graph is not None:
+            stream = torch.cuda.Stream()  # kernel selection and workspaces before the capture
+            stream.wait_stream(torch.cuda.current_stream())
+            with torch.cuda.stream(stream):
+                self._run()
+            torch.cuda.current_stream().wait_stream(stream)
+            self.graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(self.graph, pool=pool):
+                self._run()
+
+    def _run(self) -> None:
+        step = self.step
+        hidden = step.model.decoder(self.embeds, self.positions, cache=step.cache, attention_mask=self.mask,
+                                    regime=step.regime, prefill=True)  # fmt: skip
+        self.hidden = hidden.index_select(1, self.last)
+
+    def __call__(self, embeds: torch.Tensor, positions: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+        n = embeds.shape[1]
+        self.embeds[:, :n].copy_(embeds)
+        self.embeds[:, n:].zero_()
+        self.positions[:, :n].copy_(positions)
+        tail = torch.arange(1, self.embeds.shape[1] - n + 1, device=positions.device)
+        self.positions[:, n:].copy_(positions[:, -1:] + tail)
+        if mask is not None:
+            self.mask[:, :n].copy_(mask)
+            self.mask[:, n:].fill_(1)
+        self.last.fill_(n - 1)
+        if self.graph is not None:
+            self.graph.replay()
+        else:
+            self._run()
+        return self.hidden[:, 0]
 
 
 class StepCache:
@@ -182,11 +254,10 @@ def generate_fast(
         step = DecodeStep(model, decoder.allocate_cache(len(prompts), total), mask, regime, use_graph)
     else:
         step = steps.get(model, len(prompts), total, regime, use_graph)
-    cache = step.cache
 
-    hidden = decoder(model.embed_inputs(ids[:, :prompt_len], audio), positions[:, :prompt_len], cache=cache,
-                     attention_mask=mask[:, :prompt_len] if padded else None, regime=regime, prefill=True)  # fmt: skip
-    logprob, token = torch.log_softmax(decoder.logits(hidden[:, -1]).float(), dim=-1).max(dim=-1)
+    last = step.prefill(model.embed_inputs(ids[:, :prompt_len], audio), positions[:, :prompt_len],
+                        mask[:, :prompt_len] if padded else None)  # fmt: skip
+    logprob, token = torch.log_softmax(decoder.logits(last).float(), dim=-1).max(dim=-1)
     step.load(mask, token[:, None], positions[:, prompt_len - 1 : prompt_len] + 1, prompt_len)
     stops = torch.tensor(stop_ids, device=device, dtype=torch.long)
     rows = [Row(n, [], detect_loops) for n in max_new_tokens]

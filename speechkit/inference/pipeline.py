@@ -16,6 +16,7 @@ import torch
 
 from speechkit.audio import LogMelFrontend, Waveform, load_audio
 from speechkit.errors import ConfigError, SpeechkitError
+from speechkit.inference.audio_graphs import AudioGraphs
 from speechkit.inference.fast_generate import StepCache, generate_fast
 from speechkit.inference.generate import Generation, generate
 from speechkit.model.loader import LoadedModel, LoraMode, load_speech_model
@@ -75,7 +76,8 @@ class Pipeline:
 
     On CUDA, ``decode_steps`` keeps the last few captured decode steps (each with its KV cache: up to
     ~4-5 GB at batch 64 on the released model) so later requests skip the capture;
-    ``decode_steps.clear()`` frees them.
+    ``decode_steps.clear()`` frees them. ``audio_graphs`` likewise keeps the audio tower's captured
+    graphs per batch size and 2.56 s length bucket (:class:`~speechkit.inference.audio_graphs.AudioGraphs`).
     """
 
     def __init__(self, loaded: LoadedModel) -> None:
@@ -85,6 +87,7 @@ class Pipeline:
         self.device = loaded.model.decoder.embed_tokens.weight.device
         self.frontend = LogMelFrontend(self.device)
         self.decode_steps = StepCache()
+        self.audio_graphs = AudioGraphs(self.model.audio) if self.device.type == "cuda" else None
 
     @classmethod
     def load(
@@ -195,7 +198,9 @@ class Pipeline:
         self, waves: list[Waveform], spec: PromptSpec, options: DecodeOptions, language: str | None
     ) -> list[Result]:
         feats = self.frontend([w.samples for w in waves], [w.sample_rate for w in waves])
-        audio = self.model.audio(feats.values, feats.lengths if len(waves) > 1 else None)
+        lengths = feats.lengths if len(waves) > 1 else None
+        tower = self.model.audio if self.audio_graphs is None else self.audio_graphs
+        audio = tower(feats.values, lengths)
         text = spec.text()
         prompts = [encode_prompt(self.tokenizer, text, int(n)) for n in audio.lengths]
         caps = [options.max_new_tokens or default_max_new_tokens(spec.task, w.duration) for w in waves]

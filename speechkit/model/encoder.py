@@ -132,3 +132,21 @@ class AudioEncoder(nn.Module):
         valid = valid | ~valid.any(dim=-1, keepdim=True)
         mask = torch.zeros(valid.shape, dtype=dtype, device=valid.device).masked_fill(~valid, float("-inf"))
         return mask[:, None, None, :]
+
+
+def pad_to_bucket(features: torch.Tensor, lengths: torch.Tensor, rows_step: int,
+                  frames_step: int) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
+    """(B, T, n_mels) features and (B,) valid frames padded to a fixed-shape bucket (for CUDA graphs): zero
+    frames up to a multiple of ``frames_step``, full-length zero rows up to a multiple of ``rows_step``.
+
+    The encoder masks every frame past a row's length, so a real row's tokens come out as for the batch
+    alone, as long as the padded batch still fits one attention window (:data:`ENCODER_WINDOW_TOKENS`);
+    beyond it the window split, and with it the output, would change.
+    """
+    rows, frames, mels = features.shape
+    key = (-(-rows // rows_step) * rows_step, -(-frames // frames_step) * frames_step)
+    padded = features.new_zeros(*key, mels)
+    padded[:rows, :frames] = features
+    padded_lengths = torch.full((key[0],), key[1], dtype=torch.int64, device=features.device)
+    padded_lengths[:rows] = lengths.to(features.device, non_blocking=True)
+    return padded, padded_lengths

@@ -24,7 +24,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from speechkit.model.encoder import AudioEncoder, EncoderOutput
+from speechkit.model.encoder import AudioEncoder, EncoderOutput, pad_to_bucket
 from speechkit.training.batches import IGNORE, Batch
 
 ROWS_STEP = 16
@@ -203,7 +203,7 @@ class GraphedEncoder:
     def __call__(self, features: Tensor, lengths: Tensor) -> EncoderOutput:
         """Encode (B, T, n_mels) ``features`` with (B,) valid frames ``lengths``: as the encoder does, with
         gradients; the token lengths come back on the host."""
-        padded, padded_lengths = bucket_padded(features, lengths)
+        padded, padded_lengths = pad_to_bucket(features, lengths, ENCODER_ROWS_STEP, ENCODER_FRAMES_STEP)
         key = tuple(padded.shape[:2])
         bucket = self.buckets.get(key)
         if bucket is None:
@@ -212,21 +212,10 @@ class GraphedEncoder:
         return unpadded(self.encoder, hidden, features.shape, lengths)
 
 
-def bucket_padded(features: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor]:
-    """(B, T, n_mels) features and (B,) lengths padded to their bucket: zero frames up to a multiple of
-    :data:`ENCODER_FRAMES_STEP`, full-length zero rows up to a multiple of :data:`ENCODER_ROWS_STEP`."""
-    rows, frames, mels = features.shape
-    key = (-(-rows // ENCODER_ROWS_STEP) * ENCODER_ROWS_STEP, -(-frames // ENCODER_FRAMES_STEP) * ENCODER_FRAMES_STEP)
-    padded = features.new_zeros(*key, mels)
-    padded[:rows, :frames] = features
-    padded_lengths = torch.full((key[0],), key[1], dtype=torch.int64, device=features.device)
-    padded_lengths[:rows] = lengths.to(features.device, non_blocking=True)
-    return padded, padded_lengths
-
-
 def unpadded(encoder: AudioEncoder, hidden: Tensor, shape: torch.Size, lengths: Tensor) -> EncoderOutput:
     """The encoder output of the batch of ``shape`` (B, T, n_mels) and ``lengths`` inside ``hidden``, the
-    output of its :func:`bucket_padded` batch; token lengths on the host, as the encoder gives them."""
+    output of its padded batch (:func:`~speechkit.model.encoder.pad_to_bucket`); token lengths on the host,
+    as the encoder gives them."""
     rows, frames, _ = shape
     tokens = -(-frames // encoder.config.time_reduction)
     return EncoderOutput(hidden[:rows, :tokens], encoder.token_lengths(lengths.cpu().long()))
