@@ -32,8 +32,11 @@ class Rank:
                    int(os.environ.get("LOCAL_RANK", 0)))  # fmt: skip
 
     def device(self, requested: str) -> str:
-        """One GPU per process: ``auto``/``cuda`` become ``cuda:<local rank>`` when CUDA is present."""
+        """One GPU per process: ``auto``/``cuda`` become ``cuda:<local rank>`` when CUDA is present, and that
+        GPU becomes the process's current device (streams and CUDA graphs are made on the current device:
+        without it, rank 1 captured its decode step on GPU 0's stream and failed)."""
         if self.world > 1 and requested in ("auto", "cuda") and torch.cuda.is_available():
+            torch.cuda.set_device(self.local)
             return f"cuda:{self.local}"
         return requested
 
