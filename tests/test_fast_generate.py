@@ -106,11 +106,23 @@ def test_step_cache_rejects_empty_bounds():
         fast.StepCache(max_entries=0)
 
 
+def test_compiled_layers_give_the_plain_tokens(loaded):
+    """One compiled ``DecoderLayer.forward`` for every layer (Inductor on CPU here), across two batch sizes."""
+    for seconds in ([3.0, 1.2, 2.1], [1.7]):
+        prompts, audio = _batch(loaded, seconds)
+        kwargs = dict(max_new_tokens=[12] * len(seconds), stop_ids=loaded.tokenizer.stop_ids, pad_id=199999)
+        plain = generate(loaded.model, prompts, audio, **kwargs)
+        quick = fast.generate_fast(loaded.model, prompts, audio, compile_layers=True, **kwargs)
+        assert [g.tokens for g in quick] == [g.tokens for g in plain]
+        assert [g.avg_logprob for g in quick] == pytest.approx([g.avg_logprob for g in plain], abs=1e-4)
+
+
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
-def test_graphed_prefills_and_steps_give_the_plain_tokens(tiny_checkpoint):
+@pytest.mark.parametrize("compile_layers", [False, True])
+def test_graphed_prefills_and_steps_give_the_plain_tokens(tiny_checkpoint, compile_layers):
     """fp32 on the GPU: prompts prefilled from CUDA graphs (padded to their length bucket) and decode steps
-    replayed, both kept across requests, give the plain path's tokens."""
+    (each layer eager or compiled) replayed, both kept across requests, give the plain path's tokens."""
     loaded = load_speech_model(tiny_checkpoint, device=torch.device("cuda"), dtype=torch.float32, lora="merged")
     steps = fast.StepCache(max_entries=2)
     for seconds, task in (([3.0, 1.2, 2.1], Task.ASR), ([1.0, 2.5, 0.6], Task.AST), ([1.7], Task.ASR),
@@ -118,7 +130,8 @@ def test_graphed_prefills_and_steps_give_the_plain_tokens(tiny_checkpoint):
         prompts, audio = _batch(loaded, seconds, task)
         kwargs = dict(max_new_tokens=[16] * len(seconds), stop_ids=loaded.tokenizer.stop_ids, pad_id=199999)
         plain = generate(loaded.model, prompts, audio, **kwargs)
-        quick = fast.generate_fast(loaded.model, prompts, audio, steps=steps, **kwargs)
+        quick = fast.generate_fast(loaded.model, prompts, audio, steps=steps, compile_layers=compile_layers,
+                                   **kwargs)  # fmt: skip
         assert [g.tokens for g in quick] == [g.tokens for g in plain]
         assert [g.avg_logprob for g in quick] == pytest.approx([g.avg_logprob for g in plain], abs=1e-4)
     assert all(step.graph is not None and step._prefills for step in steps._steps.values())

@@ -2,6 +2,7 @@
 same inputs (30 s clips), output length forced (no stop ids, loop detection off). Resumable parts:
 
     python eval/bench/gpu.py ours  --out DIR      # speechkit: RTFx at batch 1/8/32/64, tokens/s, TTFT, ...
+    python eval/bench/gpu.py ours --eager-layers --out DIR  # the same, decode steps without compiled layers
     python eval/bench/gpu.py port  --out DIR      # the port, default generate, batch 1 and 64
     python eval/bench/gpu.py port-static --out DIR  # the port with its static cache (compiles), batch 1 and 64
     python eval/bench/gpu.py table --out DIR      # the side-by-side table from the parts' JSON
@@ -56,9 +57,11 @@ def _prompt(n_audio: int) -> list[int]:
 
 
 @torch.inference_mode()
-def _ours_request(model, frontend, clips: list[np.ndarray], steps=None, tower=None, new_tokens: int = NEW_TOKENS):
+def _ours_request(model, frontend, clips: list[np.ndarray], steps=None, tower=None, new_tokens: int = NEW_TOKENS,
+                  compile_layers: bool = True):  # fmt: skip
     """One request as a server runs it; ``steps`` (a StepCache) keeps the captured decode steps and prefills
-    across calls, ``tower`` (AudioGraphs) the audio tower's graphs; without them both are built anew."""
+    across calls, ``tower`` (AudioGraphs) the audio tower's graphs; without them both are built anew.
+    ``compile_layers``: the decode step's layers compiled (the default on CUDA) or eager."""
     from speechkit.inference.audio_graphs import AudioGraphs
     from speechkit.inference.fast_generate import generate_fast
 
@@ -67,11 +70,12 @@ def _ours_request(model, frontend, clips: list[np.ndarray], steps=None, tower=No
     audio = tower(feats.values, feats.lengths if len(clips) > 1 else None)
     prompts = [_prompt(int(n)) for n in audio.lengths]
     return generate_fast(model, prompts, audio, max_new_tokens=[new_tokens] * len(clips), stop_ids=(),
-                         pad_id=199999, detect_loops=False, use_graph=True, steps=steps)  # fmt: skip
+                         pad_id=199999, detect_loops=False, use_graph=True, compile_layers=compile_layers,
+                         steps=steps)  # fmt: skip
 
 
 @torch.inference_mode()
-def part_ours() -> dict:
+def part_ours(compile_layers: bool) -> dict:
     from speechkit.audio import LogMelFrontend
     from speechkit.inference.audio_graphs import AudioGraphs
     from speechkit.inference.fast_generate import StepCache
@@ -80,32 +84,34 @@ def part_ours() -> dict:
     model = _our_model()
     frontend = LogMelFrontend("cuda")
     _sync()
-    result: dict = {"device": torch.cuda.get_device_name(), "build_s": round(time.perf_counter() - t0, 1)}
+    result: dict = {"device": torch.cuda.get_device_name(), "build_s": round(time.perf_counter() - t0, 1),
+                    "compile_layers": compile_layers}  # fmt: skip
     steps = StepCache()  # as Pipeline keeps them: a batch size's first request captures, later ones replay
     tower = AudioGraphs(model.audio)
     for batch in (1, 8, 32, 64):
         clips = _clips(batch)
         t0 = time.perf_counter()
-        gens = _ours_request(model, frontend, clips, steps, tower)
+        gens = _ours_request(model, frontend, clips, steps, tower, compile_layers=compile_layers)
         _sync()
         warm = time.perf_counter() - t0  # the first request of this batch size: step built and captured
         assert all(len(g.tokens) == NEW_TOKENS for g in gens)
         times = []
         for _ in range(3):
             t0 = time.perf_counter()
-            _ours_request(model, frontend, clips, steps, tower)
+            _ours_request(model, frontend, clips, steps, tower, compile_layers=compile_layers)
             _sync()
             times.append(time.perf_counter() - t0)
         best = min(times)
         t0 = time.perf_counter()
-        _ours_request(model, frontend, clips)  # no kept step: built and captured inside the request
+        # no kept step: built and captured inside the request
+        _ours_request(model, frontend, clips, compile_layers=compile_layers)
         _sync()
         fresh = time.perf_counter() - t0
         result[f"b{batch}"] = {"rtfx": round(batch * CLIP_S / best, 1), "request_s": round(best, 4),
                                "first_call_s": round(warm, 2), "fresh_step_request_s": round(fresh, 4),
                                "capture_ms": round(1000 * (fresh - best), 1)}  # fmt: skip
     result["warmup_s"] = result["b1"]["first_call_s"]  # before the first result of a fresh process
-    result |= _ours_breakdown(model, frontend, steps, tower)
+    result |= _ours_breakdown(model, frontend, steps, tower, compile_layers)
     steps.clear()
     result["peak_gb"] = round(torch.cuda.max_memory_allocated() / 1e9, 1)
     return result
@@ -126,34 +132,37 @@ def _first_token(model, frontend, clip: list[np.ndarray]) -> int:
     return ids.shape[1]
 
 
-def _decode_step(model, batch: int, prompt_len: int, done: int = 0):
-    """A decode step (a CUDA graph on GPU) over a (batch, prompt_len + NEW_TOKENS) cache, ``done`` tokens in."""
+def _decode_step(model, batch: int, prompt_len: int, done: int = 0, compile_layers: bool | None = None):
+    """A decode step (a CUDA graph on GPU) over a (batch, prompt_len + NEW_TOKENS) cache, ``done`` tokens in;
+    its layers compiled (default: on GPU) or eager."""
     from speechkit.inference.fast_generate import DecodeStep
 
     device = model.decoder.embed_tokens.weight.device
     total = prompt_len + NEW_TOKENS
     cache = model.decoder.allocate_cache(batch, total)
     mask = torch.ones(batch, total, dtype=torch.long, device=device)
-    step = DecodeStep(model, cache, mask, model.decoder.regime_for(total), use_graph=device.type == "cuda")
+    compile_layers = device.type == "cuda" if compile_layers is None else compile_layers
+    step = DecodeStep(model, cache, mask, model.decoder.regime_for(total), use_graph=device.type == "cuda",
+                      compile_layers=compile_layers)  # fmt: skip
     step.slot.fill_(prompt_len + done)
     step.position.fill_(prompt_len + done)
     return step
 
 
 @torch.inference_mode()
-def _ours_breakdown(model, frontend, steps, tower) -> dict:
+def _ours_breakdown(model, frontend, steps, tower, compile_layers: bool) -> dict:
     """Batch 1 time to first token (the request path with its graphs, and the eager stages of
     :func:`_first_token`, side by side) and decode tokens/s; batch 64 encoder-only and prefill-only throughput."""
     clip = _clips(1)
     ttfts, eager_ttfts = [], []
     for _ in range(5):
         t0 = time.perf_counter()
-        _ours_request(model, frontend, clip, steps, tower, new_tokens=1)
+        _ours_request(model, frontend, clip, steps, tower, new_tokens=1, compile_layers=compile_layers)
         ttfts.append(time.perf_counter() - t0)
         t0 = time.perf_counter()
         prompt_len = _first_token(model, frontend, clip)
         eager_ttfts.append(time.perf_counter() - t0)
-    step = _decode_step(model, 1, prompt_len)
+    step = _decode_step(model, 1, prompt_len, compile_layers=compile_layers)
     _sync()
     t0 = time.perf_counter()
     for _ in range(NEW_TOKENS):
@@ -246,14 +255,17 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("part", choices=["ours", "port", "port-static", "table"])
     parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--eager-layers", action="store_true",
+                        help="ours: decode steps without the compiled layers (writes ours-eager-layers.json)")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     if args.part == "table":
         table(args.out)
         return
     torch.backends.cuda.matmul.allow_tf32 = True
-    result = part_ours() if args.part == "ours" else part_port(args.part == "port-static")
-    (args.out / f"{args.part}.json").write_text(json.dumps(result, indent=1))
+    result = part_ours(not args.eager_layers) if args.part == "ours" else part_port(args.part == "port-static")
+    name = args.part + ("-eager-layers" if args.part == "ours" and args.eager_layers else "")
+    (args.out / f"{name}.json").write_text(json.dumps(result, indent=1))
     print(json.dumps(result))
 
 

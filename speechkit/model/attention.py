@@ -12,7 +12,7 @@ from torch import Tensor, nn
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from speechkit.model.config import DecoderConfig, LoraConfig
-from speechkit.model.kv_cache import KVCache
+from speechkit.model.kv_cache import write_slots
 from speechkit.model.lora import LoRALinear
 from speechkit.model.rope import RopeTables, apply_rotary
 
@@ -60,9 +60,8 @@ def build_attention_mask(
 class Attention(nn.Module):
     """Causal GQA self-attention with partial rotary embedding; SDPA kernel."""
 
-    def __init__(self, config: DecoderConfig, layer: int, lora: LoraConfig | None = None) -> None:
+    def __init__(self, config: DecoderConfig, lora: LoraConfig | None = None) -> None:
         super().__init__()
-        self.layer = layer
         self.num_heads = config.num_heads
         self.num_kv_heads = config.num_kv_heads
         self.head_dim = config.head_dim
@@ -75,7 +74,7 @@ class Attention(nn.Module):
         x: Tensor,
         rope: RopeTables,
         mask: Tensor | None,
-        cache: KVCache | None = None,
+        cache: tuple[Tensor, Tensor] | None = None,
         cache_position: Tensor | None = None,
         kv_len: int | None = None,
         group_queries: bool = False,
@@ -83,7 +82,8 @@ class Attention(nn.Module):
         """x (B, L, hidden) -> (B, L, hidden).
 
         ``mask``: boolean or additive (B or 1, 1, L, kv_len) from :func:`build_attention_mask`, or None for plain
-        causal attention over the L new tokens. With ``cache``, keys/values are written at ``cache_position`` (L,)
+        causal attention over the L new tokens. With ``cache`` (this layer's key and value buffers,
+        :meth:`KVCache.layer`), keys/values are written at ``cache_position`` (L,)
         and attention runs over the first ``kv_len`` slots of the buffer (default: all of it).
         ``group_queries`` (L = 1 with a mask only): see :meth:`speechkit.model.decoder.Decoder.forward`.
         """
@@ -95,7 +95,7 @@ class Attention(nn.Module):
         q, k = qk.split([heads, kv_heads], dim=1)  # (B, H, L, hd), (B, KV, L, hd)
         v = qkv[:, :, heads + kv_heads :].transpose(1, 2)  # (B, KV, L, hd)
         if cache is not None:
-            k, v = cache.write(self.layer, cache_position, k, v)  # (B, KV, max_len, hd)
+            k, v = write_slots(cache, cache_position, k, v)  # (B, KV, max_len, hd)
             if kv_len is not None:
                 k, v = k[:, :, :kv_len], v[:, :, :kv_len]
         if group_queries:

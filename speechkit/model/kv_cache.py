@@ -55,14 +55,21 @@ class KVCache:
     def batch(self) -> int:
         return self.keys[0].shape[0]
 
-    def write(self, layer: int, cache_position: Tensor, key: Tensor, value: Tensor) -> tuple[Tensor, Tensor]:
-        """Store ``key``/``value`` (B, kv_heads, L, head_dim) at slots ``cache_position`` (L,) of ``layer``.
+    def layer(self, index: int) -> tuple[Tensor, Tensor]:
+        """Layer ``index``'s (key, value) buffers, what its attention writes into (:func:`write_slots`)."""
+        return self.keys[index], self.values[index]
 
-        The cache dtype must be the compute dtype (no silent conversion of keys).
 
-        Returns the layer's full buffers (B, kv_heads, max_len, head_dim), written slots included.
-        """
-        k_buf, v_buf = self.keys[layer], self.values[layer]
-        k_buf.index_copy_(2, cache_position, key)
-        v_buf.index_copy_(2, cache_position, value)
-        return k_buf, v_buf
+def write_slots(
+    buffers: tuple[Tensor, Tensor], cache_position: Tensor, key: Tensor, value: Tensor
+) -> tuple[Tensor, Tensor]:
+    """Store ``key``/``value`` (B, kv_heads, L, head_dim) at slots ``cache_position`` (L,) of one layer's
+    ``buffers`` (from :meth:`KVCache.layer`). The cache dtype must be the compute dtype (no silent conversion).
+
+    Returns the buffers (B, kv_heads, max_len, head_dim), written slots included. A function of the buffers,
+    not of a layer index, so compiled code for one decoder layer serves them all.
+    """
+    k_buf, v_buf = buffers
+    k_buf.index_copy_(2, cache_position, key)
+    v_buf.index_copy_(2, cache_position, value)
+    return k_buf, v_buf
