@@ -10,7 +10,7 @@ import soundfile as sf
 
 from speechkit.audio import SAMPLE_RATE, load_audio
 from speechkit.audio.vad import VadOptions
-from speechkit.errors import ConfigError
+from speechkit.errors import AudioError, ConfigError
 from speechkit.inference import longform, summary
 from speechkit.inference.longform import LongformOptions, decode_long
 from speechkit.inference.pipeline import DecodeOptions, Pipeline, Result
@@ -111,6 +111,26 @@ def test_failing_file_is_reported_once_and_others_decoded(files, tmp_path):
     )  # fmt: skip
     assert errors == [(0, f"no audio file at {missing}; check the path")]
     assert done == [1] and results[0] is None and results[1].text == "short.flac:4.40"
+
+
+def test_segment_that_cannot_be_read_fails_its_file_once(files, monkeypatch):
+    """Batches are read one ahead: the meeting's second segment is read before its first fails, and is
+    still not decoded; the other file is."""
+    real_read = longform.read_segment
+
+    def read(path, start, end):
+        if path.endswith("meeting.flac") and start < 5:
+            raise AudioError(f"{path} went away")
+        return real_read(path, start, end)
+
+    monkeypatch.setattr(longform, "read_segment", read)
+    echo, errors = EchoPipeline(), []
+    results = decode_long(echo, files, PromptSpec(Task.ASR), DecodeOptions(batch_size=1), TEN_S,
+                          on_error=lambda i, e: errors.append((i, str(e))))  # fmt: skip
+    assert errors == [(0, f"{files[0]} went away")]
+    assert results[0] is None and results[1].text == "short.flac:4.40"
+    decoded = [source.rsplit("/", 1)[-1] for batch in echo.batches for source, _ in batch]
+    assert decoded == ["short.flac"]
 
 
 def test_silent_file_decodes_nothing(tmp_path):

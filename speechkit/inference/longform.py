@@ -4,8 +4,10 @@ Files of any length take this path. Each file is streamed once through the speec
 (:func:`speechkit.audio.vad.detect_speech`), which yields padded segments of at most
 ``vad.max_segment_s``; only those are ever decoded, so silence, music and noise produce no text.
 Segments of all files are sorted by length and decoded ``batch_size`` at a time through
-:meth:`Pipeline.run`, each batch read with :func:`read_segment` just before it is decoded: memory
-holds one batch of audio, never a whole file or all features.
+:meth:`Pipeline.run`, each batch read with :func:`read_segment` on a background thread while the one
+before it decodes: memory holds two batches of audio, never a whole file or all features. Files are
+scanned for speech ``PLAN_THREADS`` at a time (reading, resampling and the webrtc detector spend most
+of their time outside the GIL; the silero detector scans one file at a time).
 
 Short files: a file no longer than ``vad.max_segment_s`` is decoded as one clip from the start of
 its first speech segment to the end of its last (pauses inside kept, leading and trailing
@@ -18,15 +20,18 @@ The model emits no timestamps: segment times are the detector's (in seconds of t
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from speechkit.audio import audio_info, read_segment
+from speechkit.audio import Waveform, audio_info, read_segment
 from speechkit.audio.vad import SpeechSegment, VadOptions, detect_speech
 from speechkit.errors import ConfigError, SpeechkitError
 from speechkit.inference.pipeline import DecodeOptions, Pipeline, Result
 from speechkit.text.prompts import PromptSpec, Task, resolve_language
 
+PLAN_THREADS = 4
+"""Files scanned for speech at once (the webrtc detectors)."""
 DEFAULT_MAX_REQUEST_S = 1800.0
 """Audio per summarize/ask request (s): the model card's 30 minutes."""
 
@@ -155,13 +160,12 @@ def decode_long(
         if on_result is not None:
             on_result(i, results[i])
 
-    for i, path in enumerate(files):
-        try:
-            segments, duration = plan_segments(path, longform.vad)
-            states.append(_File(str(path), segments, duration))
-        except SpeechkitError as err:
+    for i, (path, plan) in enumerate(zip(files, _plan_all(files, longform.vad), strict=True)):
+        if isinstance(plan, SpeechkitError):
             states.append(None)
-            fail(i, err)
+            fail(i, plan)
+        else:
+            states.append(_File(str(path), *plan))
     jobs = [(i, k) for i, s in enumerate(states) if s is not None for k in range(len(s.segments))]
     jobs.sort(key=lambda job: -states[job[0]].segments[job[1]].duration)
     total = sum(states[i].segments[k].duration for i, k in jobs)
@@ -169,29 +173,72 @@ def decode_long(
         if state is not None and not state.segments:
             finish(i)  # nothing to decode: empty text
     done = 0.0
-    for first in range(0, len(jobs), options.batch_size):
-        batch = [job for job in jobs[first : first + options.batch_size] if not states[job[0]].failed]
-        _decode_batch(pipeline, batch, states, spec, options, language, fail)
-        for i, k in batch:
-            done += states[i].segments[k].duration
-            state = states[i]
-            if not state.failed and len(state.results) == len(state.segments) and results[i] is None:
-                finish(i)
-        if on_progress is not None:
-            on_progress(done, total)
+    batches = [jobs[first : first + options.batch_size] for first in range(0, len(jobs), options.batch_size)]
+    with ThreadPoolExecutor(1) as reader:
+        ahead = reader.submit(_read_batch, batches[0], states) if batches else None
+        for n, batch in enumerate(batches):
+            reads = ahead.result()
+            if n + 1 < len(batches):
+                ahead = reader.submit(_read_batch, batches[n + 1], states)
+            _decode_batch(pipeline, reads, states, spec, options, language, fail)
+            _settle_batch(batch, states, results, finish)
+            done += sum(states[i].segments[k].duration for i, k in batch)
+            if on_progress is not None:
+                on_progress(done, total)
     return results
 
 
-def _decode_batch(pipeline, batch, states, spec, options, language, fail) -> None:
-    waves, owners = [], []
+Plan = tuple[list[SpeechSegment], float]  # a file's segments and duration (s), from plan_segments
+
+
+def _plan_all(files: Sequence[str | Path], vad: VadOptions) -> list[Plan | SpeechkitError]:
+    """:func:`plan_segments` of every file, in input order; a file that cannot be read gives its error."""
+
+    def plan(path: str | Path) -> Plan | SpeechkitError:
+        try:
+            return plan_segments(path, vad)
+        except SpeechkitError as err:
+            return err
+
+    threads = 1 if vad.method == "silero" else PLAN_THREADS  # silero's torch thread setting is process-wide
+    with ThreadPoolExecutor(threads) as pool:
+        return list(pool.map(plan, files))
+
+
+Read = tuple[int, int, Waveform | SpeechkitError]  # file index, segment index, its samples or the read's error
+
+
+def _read_batch(batch: list[tuple[int, int]], states: list[_File | None]) -> list[Read]:
+    """(file, segment, samples or the read's SpeechkitError) for each job of ``batch`` (a reader thread)."""
+    reads = []
     for i, k in batch:
         segment = states[i].segments[k]
         try:
-            waves.append(read_segment(states[i].source, segment.start, segment.end))
-            owners.append((i, k))
+            reads.append((i, k, read_segment(states[i].source, segment.start, segment.end)))
         except SpeechkitError as err:
-            if not states[i].failed:
-                fail(i, err)
+            reads.append((i, k, err))
+    return reads
+
+
+def _settle_batch(batch: list[tuple[int, int]], states: list[_File | None], results: list[LongResult | None],
+                  finish: Callable[[int], None]) -> None:  # fmt: skip
+    """Finish each file of ``batch`` whose segments are all decoded (and that did not fail)."""
+    for i, _ in batch:
+        state = states[i]
+        if not state.failed and len(state.results) == len(state.segments) and results[i] is None:
+            finish(i)
+
+
+def _decode_batch(pipeline, reads: list[Read], states, spec, options, language, fail) -> None:
+    waves, owners = [], []
+    for i, k, samples in reads:
+        if states[i].failed:  # an earlier segment of its file failed (perhaps after this one was read)
+            continue
+        if isinstance(samples, SpeechkitError):
+            fail(i, samples)
+        else:
+            waves.append(samples)
+            owners.append((i, k))
 
     def store(j: int, result: Result) -> None:
         i, k = owners[j]
