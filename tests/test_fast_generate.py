@@ -9,6 +9,7 @@ from speechkit.audio import LogMelFrontend
 from speechkit.errors import ConfigError
 from speechkit.inference import fast_generate as fast
 from speechkit.inference.generate import generate
+from speechkit.inference.pipeline import Pipeline
 from speechkit.model.loader import load_speech_model
 from speechkit.testing.audio import speechlike
 from speechkit.text.prompts import PromptSpec, Task, encode_prompt
@@ -135,3 +136,17 @@ def test_graphed_prefills_and_steps_give_the_plain_tokens(tiny_checkpoint, compi
         assert [g.tokens for g in quick] == [g.tokens for g in plain]
         assert [g.avg_logprob for g in quick] == pytest.approx([g.avg_logprob for g in plain], abs=1e-4)
     assert all(step.graph is not None and step._prefills for step in steps._steps.values())
+
+
+def test_warm_up_does_nothing_on_cpu(tiny_checkpoint):
+    pipeline = Pipeline.load(str(tiny_checkpoint), device="cpu", dtype="float32")
+    pipeline.warm_up()
+    assert len(pipeline.decode_steps) == 0 and pipeline.audio_graphs is None
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_warm_up_builds_steps_for_two_batch_sizes(tiny_checkpoint):
+    pipeline = Pipeline.load(str(tiny_checkpoint), device="cuda", dtype="float32")
+    pipeline.warm_up()
+    assert len(pipeline.decode_steps) == 2 and len(pipeline.audio_graphs) >= 1

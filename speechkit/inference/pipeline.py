@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from speechkit.audio import LogMelFrontend, Waveform, load_audio
+from speechkit.audio import SAMPLE_RATE, LogMelFrontend, Waveform, load_audio
 from speechkit.errors import ConfigError, SpeechkitError
 from speechkit.inference.audio_graphs import AudioGraphs
 from speechkit.inference.fast_generate import StepCache, generate_fast
@@ -101,6 +101,18 @@ class Pipeline:
         """Load a checkpoint (hub id or directory); ``auto`` picks CUDA + bf16 when available, else CPU + fp32."""
         dev = resolve_device(device)
         return cls(load_speech_model(model, device=dev, dtype=resolve_dtype(dtype, dev), lora=lora))
+
+    def warm_up(self) -> None:
+        """On CUDA, decode two requests of faint noise (1 s at batch 1, then 1 s + 2 s at batch 2) so that the
+        decode step's layer compilation (for one shape, then shape-generic: ~10 s on an H200 with a cold
+        compile cache) and the first graph captures happen now, not in a user's first request. No-op on CPU."""
+        if self.device.type != "cuda":
+            return
+        rng = np.random.default_rng(0)
+        noise = [rng.normal(0.0, 0.01, round(s * SAMPLE_RATE)).astype(np.float32) for s in (1.0, 1.0, 2.0)]
+        options = DecodeOptions(batch_size=2, max_new_tokens=4)
+        self.run(noise[:1], PromptSpec(Task.ASR), options)
+        self.run(noise[1:], PromptSpec(Task.ASR), options)
 
     def transcribe(
         self,
