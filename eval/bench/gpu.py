@@ -249,6 +249,8 @@ def table(out: Path) -> None:
             key = f"b{batch}"
             print(f"batch {batch}: RTFx speechkit {ours[key]['rtfx']} vs port {port[key]['rtfx']} "
                   f"= {ours[key]['rtfx'] / port[key]['rtfx']:.2f}x")  # fmt: skip
+        ours_tps, port_tps = ours["b1_decode_tokens_per_s"], port["b1"]["decode_tokens_per_s_upper"]
+        print(f"batch 1 decode: speechkit {ours_tps} tokens/s vs port <= {port_tps} = >= {ours_tps / port_tps:.2f}x")
 
 
 def main() -> None:
