@@ -14,10 +14,11 @@ Building a step costs two eager warm-up steps and a capture (tens of ms on the r
 to ``CAPACITY_BUCKET`` slots, RoPE regime and adapter state; each request re-fills the step's input
 buffers and clears its cache tail (:meth:`DecodeStep.load`), so results do not depend on earlier ones.
 
-With ``compile_layers`` (the default on CUDA) the step runs each decoder layer through one
-``torch.compile``d ``DecoderLayer.forward`` (:func:`compiled_layer`) before capturing it: Inductor fuses
-the small elementwise kernels between the matmuls (norms, rotary, cache writes, gate, residual adds),
-which at batch 1 took about half of a step's GPU time (an H200 step was 4.7 ms, its matmuls ~2.3 ms).
+With ``compile_layers`` (the default on CUDA when Triton, Inductor's GPU code generator, is installed)
+the step runs each decoder layer through one ``torch.compile``d ``DecoderLayer.forward``
+(:func:`compiled_layer`) before capturing it: Inductor fuses the small elementwise kernels between the
+matmuls (norms, rotary, cache writes, gate, residual adds), which at batch 1 took about half of a step's
+GPU time (an H200 step was 4.7 ms, its matmuls ~2.3 ms).
 
 Sequences that would cross LongRoPE's short/long threshold mid-generation take the plain path:
 the official recompute cannot live inside a fixed graph.
@@ -26,6 +27,7 @@ the official recompute cannot live inside a fixed graph.
 from __future__ import annotations
 
 import functools
+import importlib.util
 from collections import OrderedDict
 from collections.abc import Callable
 
@@ -256,9 +258,9 @@ def generate_fast(
 ) -> list[Generation]:
     """Drop-in for :func:`~speechkit.inference.generate.generate` (same arguments, same results).
 
-    ``use_graph`` and ``compile_layers`` (see the module doc) default to True on CUDA. ``steps`` keeps built
-    steps for later calls (without it, each call builds and captures its own). Falls back to the plain path
-    when generation would cross the RoPE regime threshold.
+    ``use_graph`` defaults to True on CUDA, ``compile_layers`` (see the module doc) on CUDA with Triton.
+    ``steps`` keeps built steps for later calls (without it, each call builds and captures its own). Falls
+    back to the plain path when generation would cross the RoPE regime threshold.
     """
     decoder = model.decoder
     batch = LeftPadded.build(model, prompts, max_new_tokens, pad_id)
@@ -268,7 +270,8 @@ def generate_fast(
         return generate(model, prompts, audio, max_new_tokens=max_new_tokens, stop_ids=stop_ids, pad_id=pad_id,
                         detect_loops=detect_loops)  # fmt: skip
     use_graph = device.type == "cuda" if use_graph is None else use_graph
-    compile_layers = device.type == "cuda" if compile_layers is None else compile_layers
+    if compile_layers is None:  # without Triton (e.g. some Windows wheels) the first compile would fail
+        compile_layers = device.type == "cuda" and importlib.util.find_spec("triton") is not None
     padded = batch.padded
     regime = decoder.regime_for(prompt_len)
     if steps is None:
