@@ -55,11 +55,15 @@ class DecodeStep:
     rotary positions, ``slot`` (1,) cache slot, ``mask`` (B, cache.max_len) padding mask; outputs ``best``
     (B,) argmax ids, ``logprob`` (B,) their log-probabilities, ``logits`` (B, vocab). A graph reads and
     writes these very tensors: change them in place only (:meth:`load`).
+
+    ``ring=True`` (continuous batching, :mod:`speechkit.inference.continuous`): the slots form a ring (the
+    write slot wraps at ``cache.max_len``) and ``mask`` is a boolean (B, cache.max_len) record of the slots
+    each row attends to; each step adds its write slot to every row's, and :meth:`admit` sets a row's.
     """
 
     def __init__(self, model: SpeechModel, cache: KVCache, mask: torch.Tensor, regime: Regime,
-                 use_graph: bool, compile_layers: bool = False) -> None:  # fmt: skip
-        self.model, self.cache, self.mask, self.regime = model, cache, mask, regime
+                 use_graph: bool, compile_layers: bool = False, ring: bool = False) -> None:  # fmt: skip
+        self.model, self.cache, self.mask, self.regime, self.ring = model, cache, mask, regime, ring
         self.layer_forward = compiled_layer() if compile_layers else None
         batch, device = mask.shape[0], mask.device
         self.token = torch.zeros(batch, 1, dtype=torch.long, device=device)
@@ -86,14 +90,37 @@ class DecodeStep:
 
     def _step(self) -> None:
         decoder = self.model.decoder
-        hidden = decoder(decoder.embed(self.token), self.position, cache=self.cache, cache_position=self.slot,
-                         attention_mask=self.mask, regime=self.regime, group_queries=True,
-                         layer_forward=self.layer_forward)  # fmt: skip
+        embeds = decoder.embed(self.token)
+        if self.ring:
+            self.mask.index_fill_(1, self.slot, True)
+            bias = torch.zeros(self.mask.shape, dtype=embeds.dtype, device=embeds.device)
+            bias = bias.masked_fill_(~self.mask, float("-inf"))[:, None, None]
+            masks = dict(attention_bias=bias)
+        else:
+            masks = dict(attention_mask=self.mask)
+        hidden = decoder(embeds, self.position, cache=self.cache, cache_position=self.slot, regime=self.regime,
+                         group_queries=True, layer_forward=self.layer_forward, **masks)  # fmt: skip
         self.logits = decoder.logits(hidden[:, -1]).float()
         self.logprob, self.best = torch.log_softmax(self.logits, dim=-1).max(dim=-1)
         self.token.copy_(self.best[:, None])
         self.position.add_(1)
         self.slot.add_(1)
+        if self.ring:
+            self.slot.remainder_(self.cache.max_len)
+
+    def admit(self, row: int, source: KVCache, length: int, token: torch.Tensor) -> None:
+        """Ring steps: start ``row`` on a prompt prefilled into slots 0..length-1 of the batch-1 ``source``
+        cache. Its keys and values go to the ``length`` slots before the next write slot (wrapping), which
+        become the row's only attended slots; ``token`` (1,) is its first generated token, the next step's
+        input, at position ``length``. Other rows are untouched; no host sync."""
+        slots = torch.arange(length, device=self.slot.device).add_(self.slot - length).remainder_(self.cache.max_len)
+        for layer in range(len(self.cache.keys)):
+            for ring_buffer, prompt_buffer in zip(self.cache.layer(layer), source.layer(layer), strict=True):
+                ring_buffer[row].index_copy_(1, slots, prompt_buffer[0, :, :length])
+        self.mask[row].fill_(False)
+        self.mask[row].index_fill_(0, slots, True)
+        self.token[row].copy_(token)
+        self.position[row].fill_(length)
 
     def _capture(self) -> torch.cuda.CUDAGraph:
         # warm up on a side stream (allocator and kernel selection), then capture; the step's
@@ -134,6 +161,11 @@ class DecodeStep:
             self.graph.replay()
         else:
             self._step()
+
+
+def triton_available() -> bool:
+    """Whether Inductor can generate GPU code here (without Triton, e.g. some Windows wheels, a compile fails)."""
+    return importlib.util.find_spec("triton") is not None
 
 
 @functools.cache
@@ -270,8 +302,8 @@ def generate_fast(
         return generate(model, prompts, audio, max_new_tokens=max_new_tokens, stop_ids=stop_ids, pad_id=pad_id,
                         detect_loops=detect_loops)  # fmt: skip
     use_graph = device.type == "cuda" if use_graph is None else use_graph
-    if compile_layers is None:  # without Triton (e.g. some Windows wheels) the first compile would fail
-        compile_layers = device.type == "cuda" and importlib.util.find_spec("triton") is not None
+    if compile_layers is None:
+        compile_layers = device.type == "cuda" and triton_available()
     padded = batch.padded
     regime = decoder.regime_for(prompt_len)
     if steps is None:

@@ -164,6 +164,7 @@ class Decoder(nn.Module):
         prefill: bool = False,
         group_queries: bool = False,
         layer_forward: Callable[..., Tensor] | None = None,
+        attention_bias: Tensor | None = None,
     ) -> Tensor:
         """Embeddings (B, L, hidden) -> final-normed hidden states (B, L, hidden).
 
@@ -193,6 +194,10 @@ class Decoder(nn.Module):
                 another kernel (fp32 differs in summation order): the plain path keeps the default.
             layer_forward: called as ``layer_forward(layer, h, ...)`` (``DecoderLayer.forward``'s arguments) in
                 place of each layer's own call: the decode step passes one compiled function for every layer.
+            attention_bias: single-token steps over a cache only: (B, 1, 1, cache.max_len) additive bias (0 or
+                -inf per slot) used as the whole mask, with no causal term, in place of ``attention_mask``: the
+                continuous-batching step keeps each row's tokens in a ring of slots, where a later slot can hold
+                an earlier token.
         """
         length = inputs_embeds.shape[1]
         attend = None  # cache slots attention runs over; None = the whole buffer
@@ -212,7 +217,11 @@ class Decoder(nn.Module):
                 f"attention_mask covers {attention_mask.shape[1]} slots, more than the {capacity} available"
             )
         mask = None
-        if attention_mask is not None:
+        if attention_bias is not None:
+            if cache is None or prefill or length != 1 or attention_mask is not None:
+                raise ConfigError("attention_bias is for single-token steps over a KV cache, without attention_mask")
+            mask = attention_bias
+        elif attention_mask is not None:
             mask = build_attention_mask(slots, kv_len, attention_mask[:, :kv_len])
         elif cache is not None and not prefill:
             mask = build_attention_mask(slots, kv_len, None)
@@ -223,10 +232,10 @@ class Decoder(nn.Module):
                     f"group_queries is for single-token decode steps over a KV cache; got {length} tokens, "
                     f"cache={'yes' if cache is not None else 'none'}, prefill={prefill}"
                 )
-            # the 0 / -inf form SDPA would build from the boolean mask in every layer
-            mask = torch.zeros(mask.shape, dtype=inputs_embeds.dtype, device=mask.device).masked_fill_(
-                ~mask, float("-inf")
-            )
+            if attention_bias is None:  # the 0 / -inf form SDPA would build from the boolean mask in every layer
+                mask = torch.zeros(mask.shape, dtype=inputs_embeds.dtype, device=mask.device).masked_fill_(
+                    ~mask, float("-inf")
+                )
         if regime is None:
             regime = self.regime_for(length if cache is None else int(cache_position[-1]) + 1)
         rope = self.rope.tables(position_ids, regime, inputs_embeds.dtype)
