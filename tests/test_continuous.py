@@ -22,8 +22,9 @@ def loaded(tiny_checkpoint):
 
 def _requests(loaded, seconds):
     feats = LogMelFrontend()([speechlike(s, seed=i) for i, s in enumerate(seconds)])
+    device = loaded.model.decoder.embed_tokens.weight.device
     with torch.no_grad():
-        audio = loaded.model.audio(feats.values, feats.lengths)
+        audio = loaded.model.audio(feats.values.to(device), feats.lengths.to(device))
     text = PromptSpec(Task.ASR).text()
     return [encode_prompt(loaded.tokenizer, text, int(n)) for n in audio.lengths], audio
 
@@ -68,3 +69,21 @@ def test_request_leaving_the_short_regime_is_decoded_alone(loaded, monkeypatch):
                       pad_id=0)[0] for i, (p, c) in enumerate(zip(prompts, caps, strict=True))]  # fmt: skip
     assert alone_calls == [1]
     assert [g.tokens for g in together] == [g.tokens for g in alone]
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("compile_layers", [False, True])
+def test_graphed_ring_gives_the_plain_tokens(tiny_checkpoint, monkeypatch, compile_layers):
+    """fp32 on the GPU: the ring step replayed from a CUDA graph (layers eager or compiled) and the prompts
+    prefilled from graphs give every request its plain tokens."""
+    monkeypatch.setattr(continuous, "CAPACITY_BUCKET", 16)
+    loaded = load_speech_model(tiny_checkpoint, device=torch.device("cuda"), dtype=torch.float32, lora="merged")
+    prompts, audio = _requests(loaded, [3.0, 1.2, 2.1, 0.7, 2.6, 1.5, 0.9] * 2)
+    caps, stop_ids = [20, 5, 12, 9, 3, 16, 7, 18, 11, 2, 14, 6, 20, 8], loaded.tokenizer.stop_ids
+    alone = [generate(loaded.model, [p], continuous._clip(audio, i), max_new_tokens=[c], stop_ids=stop_ids,
+                      pad_id=0)[0] for i, (p, c) in enumerate(zip(prompts, caps, strict=True))]  # fmt: skip
+    together = generate_continuous(loaded.model, prompts, audio, max_new_tokens=caps, stop_ids=stop_ids, width=3,
+                                   compile_layers=compile_layers)  # fmt: skip
+    assert [g.tokens for g in together] == [g.tokens for g in alone]
+    assert [g.avg_logprob for g in together] == pytest.approx([g.avg_logprob for g in alone], abs=1e-4)
