@@ -144,6 +144,16 @@ def test_warm_up_does_nothing_on_cpu(tiny_checkpoint):
     assert len(pipeline.decode_steps) == 0 and pipeline.audio_graphs is None
 
 
+def test_warm_up_decodes_batches_of_one_and_two(tiny_checkpoint, monkeypatch):
+    """The warm-up's requests themselves, run on the CPU: the device it checks says CUDA, the model stays."""
+    pipeline = Pipeline.load(str(tiny_checkpoint), device="cpu", dtype="float32")
+    pipeline.device = torch.device("cuda")
+    sizes, real_run = [], pipeline.run
+    monkeypatch.setattr(pipeline, "run", lambda waves, *a, **k: sizes.append(len(waves)) or real_run(waves, *a, **k))
+    pipeline.warm_up()
+    assert sizes == [1, 2] and len(pipeline.decode_steps) == 2
+
+
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_warm_up_builds_steps_for_two_batch_sizes(tiny_checkpoint):

@@ -109,7 +109,8 @@ class Pipeline:
         if self.device.type != "cuda":
             return
         rng = np.random.default_rng(0)
-        noise = [rng.normal(0.0, 0.01, round(s * SAMPLE_RATE)).astype(np.float32) for s in (1.0, 1.0, 2.0)]
+        noise = [load_audio(rng.normal(0.0, 0.01, round(s * SAMPLE_RATE)).astype(np.float32), sample_rate=SAMPLE_RATE)
+                 for s in (1.0, 1.0, 2.0)]  # fmt: skip
         options = DecodeOptions(batch_size=2, max_new_tokens=4)
         self.run(noise[:1], PromptSpec(Task.ASR), options)
         self.run(noise[1:], PromptSpec(Task.ASR), options)
