@@ -107,9 +107,9 @@ def generate_continuous(
             ring()
             tokens.append(ring.best.clone())
             logprobs.append(ring.logprob.clone())
-        steps = torch.stack(tokens).tolist()  # (SYNC_EVERY, rows)
+        stacked = torch.stack(tokens)  # (SYNC_EVERY, rows)
+        steps, step_stops = stacked.tolist(), torch.isin(stacked, stops).tolist()
         step_logprobs = torch.stack(logprobs).tolist()
-        step_stops = torch.isin(torch.stack(tokens), stops).tolist()
         for row, i in enumerate(serving):
             if i is None:
                 continue
