@@ -93,12 +93,12 @@ def test_segments_skip_silence_and_music_and_stitch_per_file(files, monkeypatch)
     assert meeting.duration == 26.0 and short.duration == 7.0
 
 
-def test_batched_equals_segment_by_segment(tiny_checkpoint, files):
+def test_batched_and_grouped_equal_segment_by_segment(tiny_checkpoint, files):
     pipeline = Pipeline.load(str(tiny_checkpoint), dtype="float32")
-    options = [DecodeOptions(batch_size=b, max_new_tokens=6) for b in (8, 1)]
-    batched, single = (decode_long(pipeline, files, PromptSpec(Task.ASR), o, TEN_S) for o in options)
-    for a, b in zip(batched, single, strict=True):
-        assert [s.tokens for s in a.segments] == [s.tokens for s in b.segments]
+    options = [DecodeOptions(batch_size=b, max_new_tokens=6, group_batches=g) for b, g in ((8, 1), (1, 1), (1, 2))]
+    batched, single, grouped = (decode_long(pipeline, files, PromptSpec(Task.ASR), o, TEN_S) for o in options)
+    for a, b, c in zip(batched, single, grouped, strict=True):
+        assert [s.tokens for s in a.segments] == [s.tokens for s in b.segments] == [s.tokens for s in c.segments]
         assert len(a.segments) >= 1 and all(len(s.tokens) >= 1 for s in a.segments)
 
 

@@ -69,6 +69,7 @@ def main() -> None:
     parser.add_argument("--files", type=int, default=2048)
     parser.add_argument("--gpus", type=int, default=2)
     parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--group-batches", type=int, default=1, help="the command's --group-batches")
     parser.add_argument("--tiny", action="store_true", help="tiny fp32 model on CPU (checks the script)")
     parser.add_argument("--out", type=Path, help="also write the result JSON here")
     args = parser.parse_args()
@@ -76,13 +77,15 @@ def main() -> None:
     model, paths, audio_s = _prepare(args.work, args.files, args.tiny)
     # --vad webrtc: the synthetic clips are tonal, which the default music filter would drop
     options = ["transcribe", "--model", str(model), "--format", "json", "--batch-size", str(args.batch_size),
+               "--group-batches", str(args.group_batches),
                "--vad", "webrtc", "--device", "cpu" if args.tiny else "cuda"]  # fmt: skip
     single = [sys.executable, "-m", "speechkit.cli", *options]
     multi = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(args.gpus), "-m", "speechkit.cli",
              *options]  # fmt: skip
     env = os.environ | {"CUDA_VISIBLE_DEVICES": "0"}
     all_gpus = os.environ | {"CUDA_VISIBLE_DEVICES": ",".join(map(str, range(args.gpus)))}
-    result: dict = {"files": len(paths), "audio_s": round(audio_s, 1), "gpus": args.gpus}
+    result: dict = {"files": len(paths), "audio_s": round(audio_s, 1), "gpus": args.gpus,
+                    "group_batches": args.group_batches}  # fmt: skip
     if not args.tiny:
         import torch
 

@@ -56,6 +56,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         p.add_argument("--device", default="auto", help="auto, cpu or cuda[:N]")
         p.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"])
         p.add_argument("--batch-size", type=int, default=8, help="segments decoded together (across files)")
+        p.add_argument("--group-batches", type=int, default=1,
+                       help="batches decoded as one group, a row taking the next segment as soon as its own "
+                            "ends (continuous batching); 1: fixed batches")  # fmt: skip
         p.add_argument("--max-new-tokens", type=int, default=None, help="default: scaled to each segment's duration")
         p.add_argument("--language", default=None, help="source language hint (recorded in the output)")
         p.add_argument("--prompt", default=None, help="extra context appended after the task instruction")
@@ -105,7 +108,8 @@ def _options(args: argparse.Namespace):
     task = {"transcribe": Task.ASR, "summarize": Task.SUMMARIZE, "ask": Task.QA}.get(args.task)
     if task is None:
         task = Task.AST_COT if args.cot else Task.AST
-    decode = DecodeOptions(batch_size=args.batch_size, max_new_tokens=args.max_new_tokens)
+    decode = DecodeOptions(batch_size=args.batch_size, max_new_tokens=args.max_new_tokens,
+                           group_batches=args.group_batches)  # fmt: skip
     spec = PromptSpec(task, language=getattr(args, "to", None), context=args.prompt)
     if args.language is not None:
         resolve_language(args.language)

@@ -18,6 +18,7 @@ Requests whose length leaves LongRoPE's short regime are decoded one by one by `
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Sequence
 
 import torch
 
@@ -33,7 +34,7 @@ from speechkit.model.speech_model import SpeechModel
 def generate_continuous(
     model: SpeechModel,
     prompts: list[list[int]],
-    audio: EncoderOutput | None,
+    audio: EncoderOutput | Sequence[EncoderOutput | None] | None,
     *,
     max_new_tokens: list[int],
     stop_ids: tuple[int, ...],
@@ -46,8 +47,8 @@ def generate_continuous(
 
     Args:
         prompts: token ids per request (audio placeholders expanded).
-        audio: one clip per request, in order (``audio.hidden[i, :audio.lengths[i]]`` fills request i's
-            audio tokens), or None for text-only requests.
+        audio: one clip per request: a batch (``audio.hidden[i, :audio.lengths[i]]`` fills request i's audio
+            tokens), a list of one-clip outputs (None for a text-only request), or None (text only).
         max_new_tokens, stop_ids, detect_loops: as :func:`~speechkit.inference.generate.generate`.
         width: decoding rows (the batch size of the decode step).
         use_graph, compile_layers: as :func:`~speechkit.inference.fast_generate.generate_fast`.
@@ -59,14 +60,17 @@ def generate_continuous(
     use_graph = device.type == "cuda" if use_graph is None else use_graph
     if compile_layers is None:
         compile_layers = device.type == "cuda" and fast_generate.triton_available()
+    if isinstance(audio, EncoderOutput):
+        clips = split_clips(audio)
+    else:
+        clips = [None] * len(prompts) if audio is None else list(audio)
     results: list[Generation | None] = [None] * len(prompts)
     ring_requests = []
     for i, (prompt, new) in enumerate(zip(prompts, max_new_tokens, strict=True)):
         if decoder.regime_for(len(prompt) + new) == "short":
             ring_requests.append(i)
         else:  # beyond the short regime (or crossing into the long one): alone, as generate_fast decodes it
-            clip = None if audio is None else _clip(audio, i)
-            (results[i],) = generate_fast(model, [prompt], clip, max_new_tokens=[new], stop_ids=stop_ids,
+            (results[i],) = generate_fast(model, [prompt], clips[i], max_new_tokens=[new], stop_ids=stop_ids,
                                           pad_id=0, detect_loops=detect_loops, use_graph=use_graph,
                                           compile_layers=compile_layers)  # fmt: skip
     if not ring_requests:
@@ -91,7 +95,7 @@ def generate_continuous(
         i = waiting.popleft()
         prompt = prompts[i]
         ids = torch.tensor([prompt], device=device)
-        embeds = model.embed_inputs(ids, None if audio is None else _clip(audio, i))
+        embeds = model.embed_inputs(ids, clips[i])
         positions = torch.arange(len(prompt), device=device)[None]
         last = scratch.prefill(embeds, positions, None)
         logprob, token = torch.log_softmax(decoder.logits(last).float(), dim=-1).max(dim=-1)
@@ -130,6 +134,6 @@ def generate_continuous(
     return results  # type: ignore[return-value]
 
 
-def _clip(audio: EncoderOutput, i: int) -> EncoderOutput:
-    """Request ``i``'s clip as a one-clip :class:`EncoderOutput`."""
-    return EncoderOutput(audio.hidden[i : i + 1], audio.lengths[i : i + 1])
+def split_clips(audio: EncoderOutput) -> list[EncoderOutput]:
+    """A batch's clips as one-clip :class:`EncoderOutput` s (views of its tensors)."""
+    return [EncoderOutput(audio.hidden[i : i + 1], audio.lengths[i : i + 1]) for i in range(len(audio.lengths))]

@@ -4,8 +4,9 @@ Files of any length take this path. Each file is streamed once through the speec
 (:func:`speechkit.audio.vad.detect_speech`), which yields padded segments of at most
 ``vad.max_segment_s``; only those are ever decoded, so silence, music and noise produce no text.
 Segments of all files are sorted by length and decoded ``batch_size`` at a time through
-:meth:`Pipeline.run`, each batch read with :func:`read_segment` on a background thread while the one
-before it decodes: memory holds two batches of audio, never a whole file or all features. Files are
+:meth:`Pipeline.run` (``group_batches`` batches a call with continuous batching), each call's audio read
+with :func:`read_segment` on a background thread while the one before it decodes: memory holds two calls'
+audio, never a whole file or all features. Files are
 scanned for speech ``PLAN_THREADS`` at a time (reading, resampling and the webrtc detector spend most
 of their time outside the GIL; the silero detector scans one file at a time).
 
@@ -173,7 +174,8 @@ def decode_long(
         if state is not None and not state.segments:
             finish(i)  # nothing to decode: empty text
     done = 0.0
-    batches = [jobs[first : first + options.batch_size] for first in range(0, len(jobs), options.batch_size)]
+    size = options.batch_size * options.group_batches  # segments per Pipeline.run (one group of batches)
+    batches = [jobs[first : first + size] for first in range(0, len(jobs), size)]
     with ThreadPoolExecutor(1) as reader:
         ahead = reader.submit(_read_batch, batches[0], states) if batches else None
         for n, batch in enumerate(batches):

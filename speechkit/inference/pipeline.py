@@ -17,8 +17,10 @@ import torch
 from speechkit.audio import SAMPLE_RATE, LogMelFrontend, Waveform, load_audio
 from speechkit.errors import ConfigError, SpeechkitError
 from speechkit.inference.audio_graphs import AudioGraphs
+from speechkit.inference.continuous import generate_continuous, split_clips
 from speechkit.inference.fast_generate import StepCache, generate_fast
 from speechkit.inference.generate import Generation, generate
+from speechkit.model.encoder import EncoderOutput
 from speechkit.model.loader import LoadedModel, LoraMode, load_speech_model
 from speechkit.text.prompts import PromptSpec, Task, encode_prompt, resolve_language, split_cot
 
@@ -45,10 +47,15 @@ class DecodeOptions:
 
     batch_size: int = 8
     max_new_tokens: int | None = None  # None: scaled to each clip's duration
+    # batches decoded as one group: batch_size rows, each refilled with the group's next clip as soon as its
+    # own stops (continuous batching, speechkit.inference.continuous); 1: fixed batches
+    group_batches: int = 1
 
     def __post_init__(self) -> None:
         if self.batch_size < 1:
             raise ConfigError(f"batch_size={self.batch_size} must be >= 1")
+        if self.group_batches < 1:
+            raise ConfigError(f"group_batches={self.group_batches} must be >= 1")
         if self.max_new_tokens is not None and self.max_new_tokens < 1:
             raise ConfigError(f"max_new_tokens={self.max_new_tokens} must be >= 1")
 
@@ -180,8 +187,9 @@ class Pipeline:
                 waves.append(None)
         order = sorted((i for i, w in enumerate(waves) if w is not None), key=lambda i: -waves[i].duration)
         results: list[Result | None] = [None] * len(waves)
-        for first in range(0, len(order), options.batch_size):
-            idx = order[first : first + options.batch_size]
+        group = options.batch_size * options.group_batches
+        for first in range(0, len(order), group):
+            idx = order[first : first + group]
             for i, result in self._decode_isolating(idx, waves, spec, options, language, on_error):
                 results[i] = result
                 if on_result is not None:
@@ -210,12 +218,10 @@ class Pipeline:
     def _decode(
         self, waves: list[Waveform], spec: PromptSpec, options: DecodeOptions, language: str | None
     ) -> list[Result]:
-        feats = self.frontend([w.samples for w in waves], [w.sample_rate for w in waves])
-        lengths = feats.lengths if len(waves) > 1 else None
-        tower = self.model.audio if self.audio_graphs is None else self.audio_graphs
-        audio = tower(feats.values, lengths)
+        parts = [self._encode(waves[first : first + options.batch_size])
+                 for first in range(0, len(waves), options.batch_size)]  # fmt: skip
         text = spec.text()
-        prompts = [encode_prompt(self.tokenizer, text, int(n)) for n in audio.lengths]
+        prompts = [encode_prompt(self.tokenizer, text, int(n)) for audio in parts for n in audio.lengths]
         caps = [options.max_new_tokens or default_max_new_tokens(spec.task, w.duration) for w in waves]
         context = self.model.config.decoder.rope.max_position_embeddings
         for wave, prompt, cap in zip(waves, prompts, caps, strict=True):
@@ -224,14 +230,26 @@ class Pipeline:
                     f"{wave.source}: prompt of {len(prompt)} tokens plus {cap} new tokens exceeds the context of "
                     f"{context} tokens; split the audio (long-form) or lower --max-new-tokens"
                 )
-        # the CUDA-graph decode step on GPU; the plain loop on CPU (same tokens either way)
-        kwargs = dict(max_new_tokens=caps, stop_ids=self.tokenizer.stop_ids, pad_id=self.tokenizer.special.endoftext)
-        if self.device.type == "cuda":
-            gens = generate_fast(self.model, prompts, audio, steps=self.decode_steps, **kwargs)
+        # several batches: rows refilled as clips stop; else the CUDA-graph decode step on GPU, the plain loop on
+        # CPU (the same tokens every way, fp32)
+        kwargs = dict(max_new_tokens=caps, stop_ids=self.tokenizer.stop_ids)
+        if len(parts) > 1:
+            clips = [clip for audio in parts for clip in split_clips(audio)]
+            gens = generate_continuous(self.model, prompts, clips, width=options.batch_size, **kwargs)
+        elif self.device.type == "cuda":
+            gens = generate_fast(self.model, prompts, parts[0], pad_id=self.tokenizer.special.endoftext,
+                                 steps=self.decode_steps, **kwargs)  # fmt: skip
         else:
-            gens = generate(self.model, prompts, audio, **kwargs)
+            gens = generate(self.model, prompts, parts[0], pad_id=self.tokenizer.special.endoftext, **kwargs)
         target = None if spec.language is None else resolve_language(spec.language).code
         return [self._result(w, g, spec.task, language, target) for w, g in zip(waves, gens, strict=True)]
+
+    def _encode(self, waves: list[Waveform]) -> EncoderOutput:
+        """Features and the audio tower for one batch (the tower's graphs on GPU)."""
+        feats = self.frontend([w.samples for w in waves], [w.sample_rate for w in waves])
+        lengths = feats.lengths if len(waves) > 1 else None
+        tower = self.model.audio if self.audio_graphs is None else self.audio_graphs
+        return tower(feats.values, lengths)
 
     def _result(self, wave: Waveform, gen: Generation, task: Task, language: str | None, target: str | None) -> Result:
         text = self.tokenizer.decode(gen.tokens).strip()
