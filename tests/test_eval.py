@@ -124,3 +124,17 @@ def test_eval_errors(fixture, tmp_path, capsys, monkeypatch):
         Task("ast")
     assert main(_eval_args(fixture, tmp_path / "o", "--sets", "x,cv-en")) == 1
     assert capsys.readouterr().err == "speechkit: error: --sets: x not in suite fixture\n"
+
+
+def test_group_batches_give_the_same_records(fixture, tmp_path, tiny_checkpoint):
+    """``--group-batches``: the runner hands the model batch-size x group utterances a call, decoded as one
+    continuous-batching group; the hypotheses do not change (fp32)."""
+    runs = {}
+    for name, extra in (("fixed", ()), ("grouped", ("--group-batches", "3"))):
+        out = tmp_path / name
+        assert main(_eval_args(fixture, out, "--sets", "cv-en", *extra, model=tiny_checkpoint)) == 0
+        runs[name] = [(r.id, r.pred_text) for r in read_records(out / "cv-en.jsonl")]
+        meta = json.loads((out / "cv-en.jsonl.meta.json").read_text("utf-8"))
+        assert meta["batch_size"] == 2 and meta["group_batches"] == (3 if extra else 1)
+    assert runs["grouped"] == runs["fixed"] and len(runs["fixed"]) == len(fixture[2]["cv-en"])
+    assert main(_eval_args(fixture, tmp_path / "bad", "--group-batches", "0")) == 1

@@ -26,13 +26,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--out", required=True, type=Path, help="output folder (records, report)")
     parser.add_argument("--limit", type=int, help="first N utterances of each set")
     parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--group-batches", type=int, default=1,
+                        help="batches decoded as one group, a row taking the next utterance as soon as its own "
+                             "ends (continuous batching); 1: fixed batches")  # fmt: skip
     parser.add_argument("--sets", help="comma-separated subset of the suite's set names")
     parser.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.batch_size < 1 or (args.limit is not None and args.limit < 1):
-        raise SpeechkitError("--batch-size and --limit must be positive")
+    if args.batch_size < 1 or args.group_batches < 1 or (args.limit is not None and args.limit < 1):
+        raise SpeechkitError("--batch-size, --group-batches and --limit must be positive")
     suite = load_suite(args.suite)
     sets = suite.sets
     if args.sets:
@@ -41,12 +44,13 @@ def run(args: argparse.Namespace) -> int:
         if unknown:
             raise SpeechkitError(f"--sets: {', '.join(unknown)} not in suite {suite.name}")
         sets = [s for s in sets if s.name in wanted]
-    recognizer = load_recognizer(args.model)
+    recognizer = load_recognizer(args.model, batch_size=args.batch_size)
     args.out.mkdir(parents=True, exist_ok=True)
     runs = []
     for spec in sets:
         utterances = open_set(spec, args.data_root)
-        result = run_set(recognizer, spec, utterances, args.out, args.batch_size, args.limit)
+        result = run_set(recognizer, spec, utterances, args.out, args.batch_size, args.limit,
+                         group_batches=args.group_batches)  # fmt: skip
         score = "no records" if result.score is None else f"{result.score.metric} {result.score.score:.2f}"
         print(f"{spec.name}: decoded {result.decoded}, {score} -> {result.records}", file=sys.stderr)
         runs.append(result)

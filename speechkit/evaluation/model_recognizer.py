@@ -35,14 +35,16 @@ class PipelineRecognizer:
 
     def decode(self, batch: list[Sample], task: Task) -> list[Hypothesis]:
         spec = PromptSpec(PromptTask(task.kind), language=task.tgt_lang)
-        options = DecodeOptions(batch_size=max(1, len(batch)), max_new_tokens=self.options.max_new_tokens)
+        rows = min(self.options.batch_size, max(1, len(batch)))
+        options = DecodeOptions(batch_size=rows, max_new_tokens=self.options.max_new_tokens,
+                                group_batches=-(-max(1, len(batch)) // rows))  # fmt: skip
         results = self.pipeline.run([s.waveform for s in batch], spec, options, language=task.src_lang)
         return [Hypothesis(r.text, r.transcript) for r in results]
 
 
 def load_model_recognizer(
-    model: str, *, device: str = "auto", dtype: str = "auto", max_new_tokens: int | None = None
+    model: str, *, device: str = "auto", dtype: str = "auto", max_new_tokens: int | None = None, batch_size: int = 8
 ) -> PipelineRecognizer:
-    return PipelineRecognizer(
-        Pipeline.load(model, device=device, dtype=dtype), model, DecodeOptions(max_new_tokens=max_new_tokens)
-    )
+    """``batch_size``: rows decoded at once; a runner batch larger than that is one continuous-batching group."""
+    options = DecodeOptions(batch_size=batch_size, max_new_tokens=max_new_tokens)
+    return PipelineRecognizer(Pipeline.load(model, device=device, dtype=dtype), model, options)

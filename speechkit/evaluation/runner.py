@@ -69,23 +69,25 @@ def _meta(recognizer: Recognizer, spec: SetSpec, extra: dict) -> dict:
 
 
 def run_set(recognizer: Recognizer, spec: SetSpec, utterances: Iterable[Utterance], out_dir: Path,
-            batch_size: int = 8, limit: int | None = None, warmup: bool = True) -> SetRun:  # fmt: skip
+            batch_size: int = 8, limit: int | None = None, warmup: bool = True,
+            group_batches: int = 1) -> SetRun:  # fmt: skip
     """Decode the utterances of ``spec`` not yet in ``out_dir/<name>.jsonl``, then score the file.
 
-    ``limit`` keeps the first N utterances of the set (the same N on every resume).
+    ``limit`` keeps the first N utterances of the set (the same N on every resume). The recognizer gets
+    ``batch_size * group_batches`` utterances a call (records are written after each call).
     """
     path = Path(out_dir) / f"{spec.name}.jsonl"
     task = Task(spec.task, spec.src_lang, spec.tgt_lang)
     started = datetime.now(UTC).isoformat(timespec="seconds")
-    write_meta(path, _meta(recognizer, spec, {"batch_size": batch_size, "limit": limit, "started": started,
-                                              "finished": None}))  # fmt: skip
+    options = {"batch_size": batch_size, "group_batches": group_batches, "limit": limit}
+    write_meta(path, _meta(recognizer, spec, {**options, "started": started, "finished": None}))
     decoded = 0
     with RecordWriter(path) as writer:
         if writer.repaired_bytes:
             log.warning("%s: removed a torn last line (%d bytes) left by a killed run", path,
                         writer.repaired_bytes)
         todo = (u for u in islice(utterances, limit) if u.id not in writer.done)
-        for batch in _batches(todo, batch_size):
+        for batch in _batches(todo, batch_size * group_batches):
             samples = [Sample(u, u.load()) for u in batch]  # I/O before the clock
             if warmup:
                 _decode(recognizer, samples, task)  # untimed: compilation, allocator, caches
@@ -98,8 +100,7 @@ def run_set(recognizer: Recognizer, spec: SetSpec, utterances: Iterable[Utteranc
                          for s, h, d in zip(samples, hyps, durations, strict=True))  # fmt: skip
             decoded += len(samples)
     finished = datetime.now(UTC).isoformat(timespec="seconds")
-    write_meta(path, _meta(recognizer, spec, {"batch_size": batch_size, "limit": limit, "started": started,
-                                              "finished": finished}))  # fmt: skip
+    write_meta(path, _meta(recognizer, spec, {**options, "started": started, "finished": finished}))
     records = read_records(path)
     score = score_records(records, protocol=spec.protocol) if records else None
     return SetRun(spec, path, decoded, score)
