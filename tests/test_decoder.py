@@ -14,6 +14,7 @@ import pytest
 import torch
 
 from speechkit.errors import ConfigError
+from speechkit.model import attention
 from speechkit.model.config import DecoderConfig, LoraConfig
 from speechkit.model.decoder import Decoder, position_ids_from_mask
 from speechkit.model.lora import merge_lora
@@ -240,9 +241,12 @@ def test_left_padded_batch_equals_one_by_one(pair):
             assert rel_err(torch.cat(steps, dim=1)[i], alone[0, n:]) <= RTOL
 
 
-def test_grouped_query_steps_equal_plain_steps(pair):
+@pytest.mark.parametrize("sdpa_from_batch", [1, 64], ids=["sdpa", "written-out"])
+def test_grouped_query_steps_equal_plain_steps(pair, monkeypatch, sdpa_from_batch):
     # The CUDA-graph step folds each KV head's query heads into one group (no GQA repeat under the mask):
-    # a different kernel, not different math. Left-padded rows, full-width mask, as that step runs.
+    # a different kernel, not different math, on either side of the batch size where it switches to SDPA.
+    # Left-padded rows, full-width mask, as that step runs.
+    monkeypatch.setattr(attention, "STEP_SDPA_FROM_BATCH", sdpa_from_batch)
     _, ours = pair
     seqs = [ids(9, seed=41), ids(16, seed=42), ids(13, seed=43)]
     batch, mask = left_pad(seqs)

@@ -30,8 +30,10 @@ def _batch(loaded, seconds, task=Task.ASR):
 
 
 @pytest.mark.parametrize("sync_every", [1, 8])
-def test_fast_equals_plain(loaded, monkeypatch, sync_every):
+@pytest.mark.parametrize("graph_max_tokens", [0, fast.PREFILL_GRAPH_MAX_TOKENS], ids=["exact-prefill", "padded"])
+def test_fast_equals_plain(loaded, monkeypatch, sync_every, graph_max_tokens):
     monkeypatch.setattr(fast, "SYNC_EVERY", sync_every)
+    monkeypatch.setattr(fast, "PREFILL_GRAPH_MAX_TOKENS", graph_max_tokens)
     prompts, audio = _batch(loaded, [3.0, 1.2, 2.1])
     caps = [24, 7, 15]
     # a frequent token as an extra stop id, so rows stop at different steps

@@ -9,7 +9,8 @@ The model, clips and prompt are ``gpu.py``'s (30 s clips, the 100-token allowanc
   clip's prompt, positioned mid-way through the 100 new tokens (every replay restarts there): wall ms
   per step over ``--steps`` replays, then the kernels of ``--profile-steps`` replays;
 - ``ttft_b1``: one first-token pass at batch 1 (features, encoder, prefill, argmax read back): wall ms
-  (best of ``--steps``), then its kernels, and host ms / kernel ms per stage.
+  (best of ``--steps``), then its kernels, and host ms / kernel ms per stage;
+- ``encoder_b64``: the audio tower over 64 clips' features (best of 3 passes), then its kernels.
 
 Writes ``DIR/profile.json`` and ``DIR/profile.txt``: per part the wall ms, kernels launched and kernel
 ms summed per pass (busy % = kernel time / wall time: far below 100 means launch- or host-bound), the
@@ -33,6 +34,7 @@ from torch.autograd import DeviceType
 from torch.profiler import ProfilerActivity, profile
 
 DECODE_BATCHES = (64, 1)
+ENCODER_BATCH = 64
 TTFT_STAGES = ("features", "encoder", "prefill")  # record_function labels in gpu._first_token
 # substrings that name an attention kernel, whichever SDPA backend ran (flash, mem-efficient "fmha",
 # cuDNN) or the pieces of the math fallback (softmax between two batched GEMMs)
@@ -170,6 +172,16 @@ def ttft_part(model, frontend, clip, passes: int, top: int) -> dict:
     return {"batch": 1, "clip_s": CLIP_S} | _summary(prof, device, 1, wall, top) | {"stages": stages}
 
 
+def encoder_part(model, frontend, batch: int, passes: int, top: int) -> dict:
+    """The audio tower (encoder + projector) over ``batch`` 30 s clips' features: wall ms (best of ``passes``)
+    and its kernels."""
+    device = model.decoder.embed_tokens.weight.device
+    feats = frontend(_clips(batch))
+    wall = _wall_ms(lambda: model.audio(feats.values, feats.lengths), device, passes, best=True)
+    prof = _profile(lambda: model.audio(feats.values, feats.lengths), device, 1)
+    return {"batch": batch, "clip_s": CLIP_S} | _summary(prof, device, 1, wall, top)
+
+
 def text_table(report: dict) -> str:
     lines = [f"{report['device']}, torch {report['torch']}, {report['dtype']}, prompt {report['prompt_len']} tokens"]
     for name, part in report["parts"].items():
@@ -211,6 +223,7 @@ def run(args: argparse.Namespace) -> dict:
         report["parts"][f"decode_b{batch}"] = decode_part(model, batch, prompt_len, args.steps, args.profile_steps,
                                                           args.top)  # fmt: skip
     report["parts"]["ttft_b1"] = ttft_part(model, frontend, clip, args.steps, args.top)
+    report["parts"][f"encoder_b{ENCODER_BATCH}"] = encoder_part(model, frontend, ENCODER_BATCH, 3, args.top)
     return report
 
 

@@ -45,6 +45,10 @@ from speechkit.model.speech_model import SpeechModel
 SYNC_EVERY = 8  # decode steps between host checks of the stop rules
 CAPACITY_BUCKET = 256  # a kept step's cache slots are rounded up to a multiple of this
 PREFILL_STEP = 64  # a prompt is padded up to a multiple of this many tokens: one prefill graph per length
+# Prompts of more tokens than this (batch x padded length) prefill eagerly at their exact length: their kernels
+# outlast the launches, so a graph saves nothing, while the padding costs up to PREFILL_STEP - 1 tokens a row
+# (+16 % for a 30 s clip's 386) and each graph holds its activations. H200, 64 x 30 s: see eval/results/h200.
+PREFILL_GRAPH_MAX_TOKENS = 2048
 PREFILLS_KEPT = 4  # prefill graphs a step keeps (least recently used out)
 
 
@@ -76,9 +80,14 @@ class DecodeStep:
     def prefill(self, embeds: torch.Tensor, positions: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
         """Run the prompt, (B, n, hidden) ``embeds`` at (B, n) ``positions`` (``mask``: (B, n) for a
         left-padded batch, else None), into slots 0..n-1 of the cache; the (B, hidden) final hidden state of
-        its last token. Padded to a multiple of :data:`PREFILL_STEP` tokens (a graph per length on CUDA)."""
+        its last token. Padded to a multiple of :data:`PREFILL_STEP` tokens (a graph per length on CUDA), or
+        beyond :data:`PREFILL_GRAPH_MAX_TOKENS` run as it is."""
         n = embeds.shape[1]
         length = min(-(-n // PREFILL_STEP) * PREFILL_STEP, self.cache.max_len)
+        if embeds.shape[0] * length > PREFILL_GRAPH_MAX_TOKENS:
+            hidden = self.model.decoder(embeds, positions, cache=self.cache, attention_mask=mask, regime=self.regime,
+                                        prefill=True)  # fmt: skip
+            return hidden[:, -1]
         key = (length, mask is not None)
         run = self._prefills.pop(key, None)
         if run is None:

@@ -57,6 +57,33 @@ def build_attention_mask(
     return allowed[:, None]
 
 
+# From this many sequences a decode step's attention runs on SDPA's mem-efficient kernel: see
+# :func:`grouped_step_attention`.
+STEP_SDPA_FROM_BATCH = 32
+
+
+def grouped_step_attention(q: Tensor, k: Tensor, v: Tensor, bias: Tensor) -> Tensor:
+    """Attention of one new token per sequence over a KV cache: q (B, H, 1, hd), k and v (B, KV, S, hd),
+    ``bias`` (B or 1, 1, 1, S) additive (0 or -inf per slot) -> (B, H, 1, hd).
+
+    Query head h reads KV head h // (H / KV), so the heads of one KV head are consecutive: they become the
+    rows of one (group, hd) query per KV head, and the cache is read once. Below
+    :data:`STEP_SDPA_FROM_BATCH` sequences it is written out (logits and softmax in fp32, the weights cast
+    to the value dtype for the second product, as flash kernels do); from there on SDPA's mem-efficient
+    kernel. Measured on an H200 (torch 2.11, bf16, 486 slots, layers compiled, whole decode step), written
+    out vs SDPA: batch 1 3.30 vs 3.69 ms (SDPA's kernels are built for long queries: 24 us a layer), batch 16
+    3.74 vs 3.95 ms, batch 32 4.45 vs 4.31 ms, batch 64 5.66 vs 5.35 ms.
+    """
+    batch, heads, _, head_dim = q.shape
+    kv_heads = k.shape[1]
+    grouped = q.reshape(batch, kv_heads, heads // kv_heads, head_dim)
+    if batch >= STEP_SDPA_FROM_BATCH:  # the mem-efficient kernel returns a transposed layout: reshape copies
+        return sdpa(grouped, k, v, attn_mask=bias, scale=head_dim**-0.5).reshape(batch, heads, 1, head_dim)
+    logits = torch.matmul(grouped, k.transpose(-1, -2)).float() * head_dim**-0.5 + bias  # (B, KV, group, S)
+    weights = torch.softmax(logits, dim=-1).to(v.dtype)
+    return torch.matmul(weights, v).reshape(batch, heads, 1, head_dim)
+
+
 class Attention(nn.Module):
     """Causal GQA self-attention with partial rotary embedding; SDPA kernel."""
 
@@ -99,14 +126,8 @@ class Attention(nn.Module):
             if kv_len is not None:
                 k, v = k[:, :, :kv_len], v[:, :, :kv_len]
         if group_queries:
-            # query head h reads KV head h // group, so the heads of one KV head are consecutive: fold them
-            # into the query-length axis (group rows, one slot) and the head counts match; the mask
-            # (B or 1, 1, 1, kv_len) broadcasts over those rows
             assert length == 1 and mask is not None
-            group = heads // kv_heads
-            out = sdpa(
-                q.reshape(batch, kv_heads, group, self.head_dim), k, v, attn_mask=mask, scale=self.head_dim**-0.5
-            ).reshape(batch, heads, 1, self.head_dim)  # the mem-efficient kernel returns a transposed layout
+            out = grouped_step_attention(q, k, v, mask)
         else:
             out = sdpa(
                 q, k, v,

@@ -51,6 +51,17 @@ class SelfAttention(nn.Module):
         return self.o_proj(out.transpose(1, 2).reshape(n, length, d))
 
 
+def pointwise(x: torch.Tensor, conv: nn.Conv1d) -> torch.Tensor:
+    """A kernel-1 ``conv`` applied to (N, L, C_in) time-major ``x`` as the linear map it is -> (N, L, C_out)."""
+    return F.linear(x, conv.weight[:, :, 0], conv.bias)
+
+
+# The conv module runs time-major (N, L, d), as the rest of the block does, though its weights are the
+# official Conv1d ones: channel-major convs made every block transpose its activations twice, and on a GPU
+# the kernel-1 convs ran as GEMMs with an odd row stride (375 tokens for 30 s) and the residual add on a
+# transposed operand went through the slow strided path (H200 profile of 64 x 30 s clips, session 9).
+
+
 class GluPointwiseConv(nn.Module):
     """Pointwise conv to 2d channels, then (value + b1) * SiLU(gate + b2)."""
 
@@ -62,21 +73,29 @@ class GluPointwiseConv(nn.Module):
         self.b2 = nn.Parameter(torch.zeros(1, d, 1))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """x: (N, d, L) -> (N, d, L)."""
-        value, gate = self.ext_pw_conv_1d(x).chunk(2, dim=1)
-        return (value + self.b1) * F.silu(gate + self.b2)
+        """x: (N, L, d) -> (N, L, d)."""
+        value, gate = pointwise(x, self.ext_pw_conv_1d).chunk(2, dim=-1)
+        return (value + self.b1.view(-1)) * F.silu(gate + self.b2.view(-1))
 
 
 class DepthwiseSeparableConv(nn.Module):
+    """Causal depthwise conv (output t sees inputs t-k+1 .. t, zeros before the start), then pointwise."""
+
     def __init__(self, config: EncoderConfig) -> None:
         super().__init__()
         d, k = config.attention_dim, config.kernel_size
-        # padded k-1 on both sides; the caller drops the last k-1 outputs, making it causal
-        self.dw_conv = nn.Conv1d(d, d, kernel_size=k, padding=k - 1, groups=d)
+        self.dw_conv = nn.Conv1d(d, d, kernel_size=k, groups=d)
         self.pw_conv = nn.Conv1d(d, d, kernel_size=1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.pw_conv(self.dw_conv(x))
+        """x: (N, L, d) -> (N, L, d)."""
+        length, k = x.shape[1], self.dw_conv.kernel_size[0]
+        taps = self.dw_conv.weight[:, 0]  # (d, k); tap k-1 weighs the current frame
+        padded = F.pad(x, (0, 0, k - 1, 0))
+        h = torch.addcmul(self.dw_conv.bias, padded[:, :length], taps[:, 0])
+        for j in range(1, k):
+            h = h.addcmul_(padded[:, j : j + length], taps[:, j])
+        return pointwise(h, self.pw_conv)
 
 
 class ConvModule(nn.Module):
@@ -84,18 +103,15 @@ class ConvModule(nn.Module):
 
     def __init__(self, config: EncoderConfig) -> None:
         super().__init__()
-        self.trim = config.kernel_size - 1
         self.layer_norm = nn.LayerNorm(config.attention_dim, eps=config.layer_norm_eps)
         self.glu = GluPointwiseConv(config)
         self.dw_sep_conv_1d = DepthwiseSeparableConv(config)
         self.ext_pw_conv_1d = nn.Conv1d(config.attention_dim, config.attention_dim, kernel_size=1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = self.glu(self.layer_norm(x).transpose(1, 2))  # (N, d, L)
-        h = self.dw_sep_conv_1d(h)
-        if self.trim:
-            h = h[:, :, : -self.trim]  # output t sees inputs t-k+1 .. t
-        return self.ext_pw_conv_1d(F.silu(h)).transpose(1, 2)
+        """x: (N, L, d) -> (N, L, d)."""
+        h = self.dw_sep_conv_1d(self.glu(self.layer_norm(x)))
+        return pointwise(F.silu(h), self.ext_pw_conv_1d)
 
 
 class ConformerBlock(nn.Module):

@@ -185,13 +185,10 @@ class Decoder(nn.Module):
                 compiled decoding loop, where the generator knows the length).
             prefill: with ``cache``, these L tokens fill slots 0..L-1: attention runs over those slots
                 only (plain causal, the fastest kernel, when there is no padding), not the whole buffer.
-            group_queries: single-token steps over a cache only (the CUDA-graph decode step). Each KV head's
-                query heads become rows of one query group, so attention has equal head counts. Under a
-                mask, SDPA (torch 2.11) runs grouped-query attention on cuDNN where it prefers cuDNN, else
-                on the math kernel, which repeats every cached key and value per query head (3x the cache
-                traffic); with equal head counts the mem-efficient kernel takes the mask and reads the
-                cache once. The mask is made additive once per step instead of once per layer. Same math,
-                another kernel (fp32 differs in summation order): the plain path keeps the default.
+            group_queries: single-token steps over a cache only (the CUDA-graph decode step): attention by
+                :func:`speechkit.model.attention.grouped_step_attention` (each KV head's query heads as one
+                query group, the cache read once; no SDPA kernel) under an additive mask, made once per step
+                instead of once per layer. Same math, another summation order: the plain path keeps SDPA.
             layer_forward: called as ``layer_forward(layer, h, ...)`` (``DecoderLayer.forward``'s arguments) in
                 place of each layer's own call: the decode step passes one compiled function for every layer.
             attention_bias: single-token steps over a cache only: (B, 1, 1, cache.max_len) additive bias (0 or
