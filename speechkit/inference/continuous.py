@@ -24,7 +24,7 @@ import torch
 
 from speechkit.errors import ConfigError
 from speechkit.inference import fast_generate
-from speechkit.inference.fast_generate import CAPACITY_BUCKET, DecodeStep, generate_fast
+from speechkit.inference.fast_generate import CAPACITY_BUCKET, DecodeStep, generate_fast, greedy_pick
 from speechkit.inference.generate import Generation, Row, advance
 from speechkit.model.encoder import EncoderOutput
 from speechkit.model.speech_model import SpeechModel
@@ -98,7 +98,7 @@ def generate_continuous(
         embeds = model.embed_inputs(ids, clips[i])
         positions = torch.arange(len(prompt), device=device)[None]
         last = scratch.prefill(embeds, positions, None)
-        logprob, token = torch.log_softmax(decoder.logits(last).float(), dim=-1).max(dim=-1)
+        logprob, token = greedy_pick(decoder.logits(last).float())
         ring.admit(row, scratch.cache, len(prompt), token)
         serving[row], decoded[i] = i, Row(max_new_tokens[i], [], detect_loops)
         first[row] = (int(token), float(logprob))

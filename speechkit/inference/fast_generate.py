@@ -52,6 +52,14 @@ PREFILL_GRAPH_MAX_TOKENS = 2048
 PREFILLS_KEPT = 4  # prefill graphs a step keeps (least recently used out)
 
 
+def greedy_pick(logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(B, vocab) fp32 logits -> (B,) log-probability of the argmax, (B,) argmax ids: the top logit minus the
+    log-sum-exp, which multi-block reductions compute; ``log_softmax`` would write the whole (B, vocab) first,
+    and at batch 1 its kernel spreads a 200K-wide row over one block (44 us a step on an H100)."""
+    top, token = logits.max(dim=-1)
+    return top - torch.logsumexp(logits, dim=-1), token
+
+
 class DecodeStep:
     """One greedy decode step over static buffers, optionally captured as a CUDA graph.
 
@@ -110,7 +118,7 @@ class DecodeStep:
         hidden = decoder(embeds, self.position, cache=self.cache, cache_position=self.slot, regime=self.regime,
                          group_queries=True, layer_forward=self.layer_forward, **masks)  # fmt: skip
         self.logits = decoder.logits(hidden[:, -1]).float()
-        self.logprob, self.best = torch.log_softmax(self.logits, dim=-1).max(dim=-1)
+        self.logprob, self.best = greedy_pick(self.logits)
         self.token.copy_(self.best[:, None])
         self.position.add_(1)
         self.slot.add_(1)
@@ -322,7 +330,7 @@ def generate_fast(
 
     last = step.prefill(model.embed_inputs(ids[:, :prompt_len], audio), positions[:, :prompt_len],
                         mask[:, :prompt_len] if padded else None)  # fmt: skip
-    logprob, token = torch.log_softmax(decoder.logits(last).float(), dim=-1).max(dim=-1)
+    logprob, token = greedy_pick(decoder.logits(last).float())
     step.load(mask, token[:, None], positions[:, prompt_len - 1 : prompt_len] + 1, prompt_len)
     stops = torch.tensor(stop_ids, device=device, dtype=torch.long)
     rows = [Row(n, [], detect_loops) for n in max_new_tokens]
