@@ -67,29 +67,16 @@ def grouped_step_attention(q: Tensor, k: Tensor, v: Tensor, bias: Tensor) -> Ten
     ``bias`` (B or 1, 1, 1, S) additive (0 or -inf per slot) -> (B, H, 1, hd).
 
     Query head h reads KV head h // (H / KV), so the heads of one KV head are consecutive: they become the
-    rows of one (group, hd) query per KV head, and the cache is read once. Three forms of the same math, by
-    batch size, each the fastest where it is used in the compiled decode step on an H200 (torch 2.11, bf16,
-    486 slots; whole-step ms measured in one call each, ``eval/results/h200/README.md``):
-
-    - batch 1: products and sums written elementwise, which Inductor turns into reductions over the cache
-      (3.20 ms vs 3.31 for the matrix products; 8.39 vs 5.66 ms at batch 64, so batch 1 only);
-    - below :data:`STEP_SDPA_FROM_BATCH`: two matrix products and the softmax between them (b1 3.30 vs 3.69 ms
-      on SDPA, whose kernels are built for long queries; b16 3.74 vs 3.95 ms);
-    - from there on SDPA's mem-efficient kernel (b32 4.31 vs 4.45 ms, b64 5.35 vs 5.66 ms).
-
-    Logits and softmax in fp32; the written-out forms cast the weights to the value dtype for the second
-    product at batch > 1 (as flash kernels do) and keep fp32 at batch 1.
+    rows of one (group, hd) query per KV head, and the cache is read once. Below
+    :data:`STEP_SDPA_FROM_BATCH` sequences it is written out (logits and softmax in fp32, the weights cast
+    to the value dtype for the second product, as flash kernels do); from there on SDPA's mem-efficient
+    kernel. Measured on an H200 (torch 2.11, bf16, 486 slots, layers compiled, whole decode step), written
+    out vs SDPA: batch 1 3.30 vs 3.69 ms (SDPA's kernels are built for long queries: 24 us a layer), batch 16
+    3.74 vs 3.95 ms, batch 32 4.45 vs 4.31 ms, batch 64 5.66 vs 5.35 ms.
     """
     batch, heads, _, head_dim = q.shape
     kv_heads = k.shape[1]
-    group = heads // kv_heads
-    if batch == 1:
-        grouped = q.reshape(batch, kv_heads, group, 1, head_dim).float()
-        logits = (grouped * k[:, :, None].float()).sum(-1) * head_dim**-0.5 + bias  # (B, KV, group, S)
-        weights = torch.softmax(logits, dim=-1)
-        out = (weights[..., None] * v[:, :, None].float()).sum(-2)  # (B, KV, group, hd)
-        return out.to(q.dtype).reshape(batch, heads, 1, head_dim)
-    grouped = q.reshape(batch, kv_heads, group, head_dim)
+    grouped = q.reshape(batch, kv_heads, heads // kv_heads, head_dim)
     if batch >= STEP_SDPA_FROM_BATCH:  # the mem-efficient kernel returns a transposed layout: reshape copies
         return sdpa(grouped, k, v, attn_mask=bias, scale=head_dim**-0.5).reshape(batch, heads, 1, head_dim)
     logits = torch.matmul(grouped, k.transpose(-1, -2)).float() * head_dim**-0.5 + bias  # (B, KV, group, S)
