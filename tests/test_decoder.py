@@ -369,3 +369,17 @@ def test_cache_position_without_cache_is_rejected(pair):
         ours(ours.embed(x), torch.arange(4)[None], cache_position=torch.arange(4))
     with pytest.raises(ConfigError, match="attention_mask covers 9 slots, more than the 4 available"):
         ours(ours.embed(x), torch.arange(4)[None], attention_mask=torch.ones(1, 9))
+
+
+@pytest.mark.parametrize("batch", [1, attention.STEP_SDPA_FROM_BATCH])
+def test_step_attention_forms_equal_gqa_sdpa(batch):
+    # each batch size's form (matrix products, SDPA on query groups) is the same math as SDPA's own
+    # grouped-query attention, under a mask that hides the tail of every row's cache
+    gen = torch.Generator().manual_seed(batch)
+    q = torch.randn(batch, 6, 1, 16, generator=gen)
+    k, v = torch.randn(2, batch, 2, 30, 16, generator=gen)
+    bias = torch.zeros(batch, 1, 1, 30)
+    for row in range(batch):
+        bias[row, ..., 20 + row % 10 :] = float("-inf")
+    ref = torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=bias, enable_gqa=True)
+    assert rel_err(attention.grouped_step_attention(q, k, v, bias), ref) <= 1e-6
