@@ -131,6 +131,9 @@ def test_padded_batch_equals_items_one_by_one() -> None:
     one_by_one, batched = frontend(waves), frontend.padded(padded, lengths)
     assert torch.equal(batched.lengths, one_by_one.lengths)
     torch.testing.assert_close(batched.values, one_by_one.values, rtol=0, atol=1e-5)
+    staged = frontend.staged(waves)  # what a GPU front end does with a list of host waves
+    assert torch.equal(staged.lengths, one_by_one.lengths)
+    torch.testing.assert_close(staged.values, one_by_one.values, rtol=0, atol=1e-5)
     with pytest.raises(AudioError, match="shorter than one 25 ms window"):
         frontend.padded(padded, torch.tensor([399, 800, 800, 800]))
 
