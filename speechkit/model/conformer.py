@@ -56,12 +56,6 @@ def pointwise(x: torch.Tensor, conv: nn.Conv1d) -> torch.Tensor:
     return F.linear(x, conv.weight[:, :, 0], conv.bias)
 
 
-# The conv module runs time-major (N, L, d), as the rest of the block does, though its weights are the
-# official Conv1d ones: channel-major convs made every block transpose its activations twice, and on a GPU
-# the kernel-1 convs ran as GEMMs with an odd row stride (375 tokens for 30 s) and the residual add on a
-# transposed operand went through the slow strided path (H200 profile of 64 x 30 s clips, session 9).
-
-
 class GluPointwiseConv(nn.Module):
     """Pointwise conv to 2d channels, then (value + b1) * SiLU(gate + b2)."""
 
@@ -99,7 +93,13 @@ class DepthwiseSeparableConv(nn.Module):
 
 
 class ConvModule(nn.Module):
-    """LN -> GLU pointwise -> causal depthwise + pointwise -> SiLU -> pointwise (no batch norm)."""
+    """LN -> GLU pointwise -> causal depthwise + pointwise -> SiLU -> pointwise (no batch norm).
+
+    Time-major (N, L, d) like the rest of the block, on the official Conv1d weights: channel-major convs
+    made every block transpose its activations twice, and on a GPU the kernel-1 convs ran as GEMMs with an
+    odd row stride (375 tokens for 30 s) and the residual add on a transposed operand took the slow strided
+    path (H200 profile of 64 x 30 s clips, session 9).
+    """
 
     def __init__(self, config: EncoderConfig) -> None:
         super().__init__()

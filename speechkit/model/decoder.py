@@ -187,8 +187,9 @@ class Decoder(nn.Module):
                 only (plain causal, the fastest kernel, when there is no padding), not the whole buffer.
             group_queries: single-token steps over a cache only (the CUDA-graph decode step): attention by
                 :func:`speechkit.model.attention.grouped_step_attention` (each KV head's query heads as one
-                query group, the cache read once; no SDPA kernel) under an additive mask, made once per step
-                instead of once per layer. Same math, another summation order: the plain path keeps SDPA.
+                query group, the cache read once; written out or SDPA by batch size) under an additive mask,
+                made once per step instead of once per layer. Same math, another summation order: the plain
+                path keeps SDPA's grouped-query call.
             layer_forward: called as ``layer_forward(layer, h, ...)`` (``DecoderLayer.forward``'s arguments) in
                 place of each layer's own call: the decode step passes one compiled function for every layer.
             attention_bias: single-token steps over a cache only: (B, 1, 1, cache.max_len) additive bias (0 or
