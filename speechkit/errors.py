@@ -19,3 +19,7 @@ class ConfigError(SpeechkitError):
 
 class DataError(SpeechkitError):
     """A corpus file, manifest or records file that is missing or malformed (messages name file:line)."""
+
+
+class DeviceMemoryError(SpeechkitError):
+    """The accelerator ran out of memory on work that cannot be split further (one clip)."""

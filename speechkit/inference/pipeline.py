@@ -7,15 +7,16 @@ returned in input order. The single-clip path is canonical: batching does not ch
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from speechkit.audio import SAMPLE_RATE, LogMelFrontend, Waveform, load_audio
-from speechkit.errors import ConfigError, SpeechkitError
+from speechkit.errors import ConfigError, DeviceMemoryError, SpeechkitError
 from speechkit.inference.audio_graphs import AudioGraphs
 from speechkit.inference.continuous import generate_continuous, split_clips
 from speechkit.inference.fast_generate import StepCache, generate_fast
@@ -85,6 +86,10 @@ class Pipeline:
     ~4-5 GB at batch 64 on the released model) so later requests skip the capture;
     ``decode_steps.clear()`` frees them. ``audio_graphs`` likewise keeps the audio tower's captured
     graphs per batch size and 2.56 s length bucket (:class:`~speechkit.inference.audio_graphs.AudioGraphs`).
+
+    A batch that runs the GPU out of memory is decoded again in halves, and ``max_batch`` (None: no cap)
+    keeps the size that fitted for every later batch, with one warning: a run asked for more than the card
+    holds slows down instead of stopping.
     """
 
     def __init__(self, loaded: LoadedModel) -> None:
@@ -95,6 +100,7 @@ class Pipeline:
         self.frontend = LogMelFrontend(self.device)
         self.decode_steps = StepCache()
         self.audio_graphs = AudioGraphs(self.model.audio) if self.device.type == "cuda" else None
+        self.max_batch: int | None = None
 
     @classmethod
     def load(
@@ -187,9 +193,12 @@ class Pipeline:
                 waves.append(None)
         order = sorted((i for i, w in enumerate(waves) if w is not None), key=lambda i: -waves[i].duration)
         results: list[Result | None] = [None] * len(waves)
-        group = options.batch_size * options.group_batches
-        for first in range(0, len(order), group):
-            idx = order[first : first + group]
+        first = 0
+        while first < len(order):
+            if self.max_batch is not None and options.batch_size * options.group_batches > self.max_batch:
+                options = replace(options, batch_size=min(options.batch_size, self.max_batch), group_batches=1)
+            idx = order[first : first + options.batch_size * options.group_batches]
+            first += len(idx)
             for i, result in self._decode_isolating(idx, waves, spec, options, language, on_error):
                 results[i] = result
                 if on_result is not None:
@@ -198,7 +207,7 @@ class Pipeline:
 
     def _decode_isolating(self, idx, waves, spec, options, language, on_error) -> list[tuple[int, Result]]:
         try:
-            return list(zip(idx, self._decode([waves[i] for i in idx], spec, options, language), strict=True))
+            return list(zip(idx, self._decode_fitting([waves[i] for i in idx], spec, options, language), strict=True))
         except SpeechkitError as err:
             if on_error is None:
                 raise
@@ -209,10 +218,46 @@ class Pipeline:
         done = []
         for i in idx:
             try:
-                done.append((i, self._decode([waves[i]], spec, options, language)[0]))
+                done.append((i, self._decode_fitting([waves[i]], spec, options, language)[0]))
             except SpeechkitError as err:
                 on_error(i, err)
         return done
+
+    def _decode_fitting(
+        self, waves: list[Waveform], spec: PromptSpec, options: DecodeOptions, language: str | None
+    ) -> list[Result]:
+        """:meth:`_decode`; on a device out-of-memory error the kept graphs and cached blocks are freed and the
+        clips decoded in two halves (recursively), the half size kept in ``max_batch``."""
+        try:
+            return self._decode(waves, spec, options, language)
+        except torch.OutOfMemoryError as err:
+            self._release_kept_memory()
+            if len(waves) == 1:
+                raise DeviceMemoryError(
+                    f"{waves[0].source}: out of {self.device.type} memory decoding this clip alone; free memory "
+                    f"on the device, or run with --device cpu"
+                ) from err
+        # retried outside the handler: the failed attempt's frames, and the tensors they hold, are gone
+        self._release_kept_memory()
+        half = (len(waves) + 1) // 2
+        if self.max_batch is None or half < self.max_batch:
+            warnings.warn(
+                f"out of {self.device.type} memory decoding {len(waves)} clips at once: decoding at most {half} "
+                f"at a time from now on (pass --batch-size {half} to start there)",
+                stacklevel=2,
+            )
+            self.max_batch = half
+        options = replace(options, batch_size=min(options.batch_size, half), group_batches=1)
+        return [result for part in (waves[:half], waves[half:])
+                for result in self._decode_fitting(part, spec, options, language)]  # fmt: skip
+
+    def _release_kept_memory(self) -> None:
+        """Drop the kept decode steps and audio-tower graphs and return cached blocks to the device."""
+        self.decode_steps.clear()
+        if self.audio_graphs is not None:
+            self.audio_graphs = AudioGraphs(self.model.audio)
+        if self.device.type == "cuda":
+            torch.cuda.empty_cache()
 
     @torch.inference_mode()
     def _decode(
