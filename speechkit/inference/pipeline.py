@@ -231,8 +231,8 @@ class Pipeline:
         try:
             return self._decode(waves, spec, options, language)
         except torch.OutOfMemoryError as err:
-            self._release_kept_memory()
             if len(waves) == 1:
+                self._release_kept_memory()
                 raise DeviceMemoryError(
                     f"{waves[0].source}: out of {self.device.type} memory decoding this clip alone; free memory "
                     f"on the device, or run with --device cpu"
