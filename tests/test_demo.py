@@ -73,3 +73,18 @@ def test_readme_translate_command_runs() -> None:
     done = subprocess.run(_readme_command("translate"), capture_output=True, text=True, timeout=300, cwd=ROOT)
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.strip()
+
+
+def test_loading_the_demo_on_cpu_leaves_dynamo_unimported_and_init_restored() -> None:
+    # building the model on the meta device must not run torch's Python reference kernels (their first call
+    # imports torch._dynamo: ~3 s of a CPU transcription), and the loader must put nn.init back
+    code = (
+        "import sys, torch\n"
+        "normal = torch.nn.init.normal_\n"
+        "from speechkit.inference.pipeline import Pipeline\n"
+        "Pipeline.load('demo', device='cpu')\n"
+        "assert 'torch._dynamo' not in sys.modules, 'torch._dynamo was imported'\n"
+        "assert torch.nn.init.normal_ is normal\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert done.returncode == 0, done.stderr[-2000:]

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
 import torch
+from torch import nn
 
 from speechkit.errors import ConfigError
 from speechkit.model.audio_tower import AudioTower
@@ -20,6 +23,21 @@ from speechkit.text.tokenizer import Tokenizer
 LoraMode = Literal["merged", "unmerged"]
 
 
+@contextmanager
+def _on_meta() -> Iterator[None]:
+    """Modules built inside get meta-device parameters, which the checkpoint's tensors then replace, and skip
+    ``nn.init.normal_`` (the embeddings' initialiser): on meta tensors it runs torch's Python reference
+    kernel, whose first call imports ``torch._dynamo``, 3 s of the 5 s that transcribing the example with the
+    demo model took on a CPU, where nothing else needs it."""
+    normal = nn.init.normal_
+    nn.init.normal_ = lambda tensor, *args, **kwargs: tensor
+    try:
+        with torch.device("meta"):
+            yield
+    finally:
+        nn.init.normal_ = normal
+
+
 def load_audio_tower(
     model: str | Path, *, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32
 ) -> AudioTower:
@@ -29,7 +47,7 @@ def load_audio_tower(
     """
     root = resolve_checkpoint(model)
     config = SpeechModelConfig.from_file(root / "config.json")
-    with torch.device("meta"):
+    with _on_meta():
         tower = AudioTower(config)
     expected = shapes_of(tower, prefix="audio.")
     state = load_official_tensors(
@@ -77,7 +95,7 @@ def load_speech_model(
         raise ConfigError(f"{root}: a merged export (speech LoRA folded into the weights) cannot load with "
                           "lora='unmerged'; load it with lora='merged' or use the unmerged checkpoint")  # fmt: skip
     tokenizer = Tokenizer.from_dir(root)
-    with torch.device("meta"):
+    with _on_meta():
         speech = SpeechModel(config, tokenizer.special.audio)
     state = load_official_tensors(root, shapes_of(speech), dtype=dtype, device=device)
     speech.load_state_dict(state, strict=True, assign=True)
