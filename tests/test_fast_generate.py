@@ -10,6 +10,7 @@ from speechkit.errors import ConfigError
 from speechkit.inference import fast_generate as fast
 from speechkit.inference.generate import generate
 from speechkit.inference.pipeline import Pipeline
+from speechkit.model.attention import STEP_SDPA_FROM_BATCH
 from speechkit.model.loader import load_speech_model
 from speechkit.testing.audio import speechlike
 from speechkit.text.prompts import PromptSpec, Task, encode_prompt
@@ -154,6 +155,9 @@ def test_warm_up_decodes_batches_of_one_and_two(tiny_checkpoint, monkeypatch):
     monkeypatch.setattr(pipeline, "run", lambda waves, *a, **k: sizes.append(len(waves)) or real_run(waves, *a, **k))
     pipeline.warm_up()
     assert sizes == [1, 2] and len(pipeline.decode_steps) == 2
+    sizes.clear()
+    pipeline.warm_up(max_batch=STEP_SDPA_FROM_BATCH)  # a server taking batches where the step attention switches
+    assert sizes == [1, 2, STEP_SDPA_FROM_BATCH] and len(pipeline.decode_steps) == 3
 
 
 @pytest.mark.gpu

@@ -21,6 +21,7 @@ from speechkit.inference.audio_graphs import AudioGraphs
 from speechkit.inference.continuous import generate_continuous, split_clips
 from speechkit.inference.fast_generate import StepCache, generate_fast
 from speechkit.inference.generate import Generation, generate
+from speechkit.model.attention import STEP_SDPA_FROM_BATCH
 from speechkit.model.encoder import EncoderOutput
 from speechkit.model.loader import LoadedModel, LoraMode, load_speech_model
 from speechkit.text.prompts import PromptSpec, Task, encode_prompt, resolve_language, split_cot
@@ -115,18 +116,21 @@ class Pipeline:
         dev = resolve_device(device)
         return cls(load_speech_model(model, device=dev, dtype=resolve_dtype(dtype, dev), lora=lora))
 
-    def warm_up(self) -> None:
-        """On CUDA, decode two requests of faint noise (1 s at batch 1, then 1 s + 2 s at batch 2) so that the
+    def warm_up(self, max_batch: int = 2) -> None:
+        """On CUDA, decode requests of faint noise (1 s at batch 1, then 1 s + 2 s at batch 2) so that the
         decode step's layer compilation (for one shape, then shape-generic: ~10 s on an H200 with a cold
-        compile cache) and the first graph captures happen now, not in a user's first request. No-op on CPU."""
+        compile cache) and the first graph captures happen now, not in a user's first request; with
+        ``max_batch`` (the largest batch to come) at or above
+        :data:`~speechkit.model.attention.STEP_SDPA_FROM_BATCH`, also a batch of that size, whose step
+        attention takes the other branch and compiles once more (3-5 s on an H200). No-op on CPU."""
         if self.device.type != "cuda":
             return
         rng = np.random.default_rng(0)
-        noise = [load_audio(rng.normal(0.0, 0.01, round(s * SAMPLE_RATE)).astype(np.float32), sample_rate=SAMPLE_RATE)
-                 for s in (1.0, 1.0, 2.0)]  # fmt: skip
-        options = DecodeOptions(batch_size=2, max_new_tokens=4)
-        self.run(noise[:1], PromptSpec(Task.ASR), options)
-        self.run(noise[1:], PromptSpec(Task.ASR), options)
+        batches = [[1.0], [1.0, 2.0]] + ([[1.0] * max_batch] if max_batch >= STEP_SDPA_FROM_BATCH else [])
+        for seconds in batches:
+            noise = [load_audio(rng.normal(0.0, 0.01, round(s * SAMPLE_RATE)).astype(np.float32),
+                                sample_rate=SAMPLE_RATE) for s in seconds]  # fmt: skip
+            self.run(noise, PromptSpec(Task.ASR), DecodeOptions(batch_size=len(noise), max_new_tokens=4))
 
     def transcribe(
         self,

@@ -45,7 +45,7 @@ def _run(args: argparse.Namespace) -> int:
     from speechkit.streaming.step import PipelineStep
 
     pipeline = Pipeline.load(args.model, device=args.device, dtype=args.dtype)
-    pipeline.warm_up()  # on a GPU: compile and capture before the first stream, not during it
+    pipeline.warm_up(args.max_batch)  # on a GPU: compile and capture before the first stream, not during it
     step = PipelineStep(pipeline, decode)
     uvicorn.run(create_app(step, options), host=args.host, port=args.port, log_level="info", ws="websockets")
     return 0
