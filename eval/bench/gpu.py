@@ -152,7 +152,8 @@ def _decode_step(model, batch: int, prompt_len: int, done: int = 0, compile_laye
 @torch.inference_mode()
 def _ours_breakdown(model, frontend, steps, tower, compile_layers: bool) -> dict:
     """Batch 1 time to first token (the request path with its graphs, and the eager stages of
-    :func:`_first_token`, side by side) and decode tokens/s; batch 64 encoder-only and prefill-only throughput."""
+    :func:`_first_token`, side by side) and decode tokens/s; batch 64 encoder-only and prefill-only throughput,
+    and the seconds of a batch-64 request's three stages (audio tower, prefill, 100 decode steps)."""
     clip = _clips(1)
     ttfts, eager_ttfts = [], []
     for _ in range(5):
@@ -186,10 +187,23 @@ def _ours_breakdown(model, frontend, steps, tower, compile_layers: bool) -> dict
     model.decoder(embeds, positions)
     _sync()
     prefill_s = time.perf_counter() - t0
+    del embeds, audio
+    step = _decode_step(model, 64, prompt_len, compile_layers=compile_layers)
+    step()
+    _sync()
+    step.slot.fill_(prompt_len)
+    step.position.fill_(prompt_len)
+    t0 = time.perf_counter()
+    for _ in range(NEW_TOKENS):
+        step()
+    _sync()
+    step_s = (time.perf_counter() - t0) / NEW_TOKENS
     return {"b1_ttft_ms": round(1000 * min(ttfts), 1), "b1_ttft_eager_stages_ms": round(1000 * min(eager_ttfts), 1),
             "b1_decode_tokens_per_s": round(tokens_per_s, 1),
             "b64_encoder_rtfx": round(64 * CLIP_S / encoder_s, 0),
-            "b64_prefill_tokens_per_s": round(ids.numel() / prefill_s, 0)}  # fmt: skip
+            "b64_prefill_tokens_per_s": round(ids.numel() / prefill_s, 0),
+            "b64_breakdown_s": {"encoder": round(encoder_s, 4), "prefill": round(prefill_s, 4),
+                                "decode": round(NEW_TOKENS * step_s, 4)}}  # fmt: skip
 
 
 def _port():
@@ -249,6 +263,9 @@ def table(out: Path) -> None:
             key = f"b{batch}"
             print(f"batch {batch}: RTFx speechkit {ours[key]['rtfx']} vs port {port[key]['rtfx']} "
                   f"= {ours[key]['rtfx'] / port[key]['rtfx']:.2f}x")  # fmt: skip
+        if "b64_breakdown_s" in ours:
+            stages = ", ".join(f"{k} {v:.3f}" for k, v in ours["b64_breakdown_s"].items())
+            print(f"batch 64 request {ours['b64']['request_s']} s; stages alone (s): {stages}")
         ours_tps, port_tps = ours["b1_decode_tokens_per_s"], port["b1"]["decode_tokens_per_s_upper"]
         print(f"batch 1 decode: speechkit {ours_tps} tokens/s vs port <= {port_tps} = >= {ours_tps / port_tps:.2f}x")
 
