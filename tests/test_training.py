@@ -81,6 +81,12 @@ def test_config_errors_name_the_key() -> None:
         apply_overrides({"train": {"seed": 0}}, ["train.nope.x=1"])
     raw = apply_overrides({"train": {"stages": [{"lr": 1.0}]}}, ["train.stages.0.lr=0.5"])
     assert raw["train"]["stages"][0]["lr"] == 0.5
+    # YAML 1.1 parses 3e-4 as a string; a float field takes it as the number (run 16 died on it)
+    stage = {"name": "s", "data": "text", "trainable": ["decoder"]}
+    raw = apply_overrides({"stages": [stage]}, ["stages.0.lr=3e-4"])
+    assert from_dict(TrainConfig, raw, "train").stages[0].lr == 3e-4
+    with pytest.raises(ConfigError, match=r"train.stages.0.lr: expected a number, got 'fast'"):
+        from_dict(TrainConfig, apply_overrides({"stages": [stage]}, ["stages.0.lr=fast"]), "train")
 
 
 def _ctc_setup(corpus: Path) -> tuple[TrainSetup, CtcHead, TrainConfig, StageConfig]:

@@ -238,8 +238,14 @@ def _convert(hint: Any, value: Any, where: str) -> Any:
         return {str(k): float(v) for k, v in value.items()}
     if origin in (typing.Union, types.UnionType) or origin is Literal:
         return value
-    if hint is float and isinstance(value, int | float) and not isinstance(value, bool):
-        return float(value)
+    if hint is float:
+        # YAML 1.1 reads a number without a dot ("3e-4", also as a key=value override) as a string
+        try:
+            if isinstance(value, bool) or not isinstance(value, int | float | str):
+                raise ValueError
+            return float(value)
+        except ValueError:
+            raise ConfigError(f"{where}: expected a number, got {value!r}") from None
     if hint in (int, str, bool) and not isinstance(value, hint):
         raise ConfigError(f"{where}: expected {hint.__name__}, got {value!r}")
     return value
