@@ -166,3 +166,24 @@ def test_warm_up_builds_steps_for_two_batch_sizes(tiny_checkpoint):
     pipeline = Pipeline.load(str(tiny_checkpoint), device="cuda", dtype="float32")
     pipeline.warm_up()
     assert len(pipeline.decode_steps) == 2 and len(pipeline.audio_graphs) >= 1
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("batch", [1, 8, STEP_SDPA_FROM_BATCH, 64])
+def test_step_attention_on_gpu_matches_fp32(batch):
+    # the decode step's forms at the released head shapes (written out, then cuDNN on Hopper) against fp32
+    # SDPA, rows hiding different cache tails; bf16 inputs, so the bound is bf16 rounding of the output
+    from speechkit.model.attention import grouped_step_attention
+
+    gen = torch.Generator(device="cuda").manual_seed(batch)
+    q = torch.randn(batch, 24, 1, 128, generator=gen, device="cuda", dtype=torch.bfloat16)
+    k, v = torch.randn(2, batch, 8, 486, 128, generator=gen, device="cuda", dtype=torch.bfloat16)
+    bias = torch.zeros(batch, 1, 1, 486, device="cuda", dtype=torch.bfloat16)
+    for row in range(batch):
+        bias[row, ..., 380 + row % 100 :] = float("-inf")
+    ref = torch.nn.functional.scaled_dot_product_attention(
+        q.float(), k.float(), v.float(), attn_mask=bias.float(), enable_gqa=True
+    )
+    out = grouped_step_attention(q, k, v, bias).float()
+    assert ((out - ref).abs().max() / ref.abs().max()).item() <= 1e-2

@@ -122,7 +122,7 @@ class Pipeline:
         compile cache) and the first graph captures happen now, not in a user's first request; with
         ``max_batch`` (the largest batch to come) at or above
         :data:`~speechkit.model.attention.STEP_SDPA_FROM_BATCH`, also a batch of that size, whose step
-        attention takes the other branch and compiles once more (3-5 s on an H200). No-op on CPU."""
+        attention takes the SDPA branch and compiles once more (3-5 s on an H200). No-op on CPU."""
         if self.device.type != "cuda":
             return
         rng = np.random.default_rng(0)

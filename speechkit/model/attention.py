@@ -57,9 +57,23 @@ def build_attention_mask(
     return allowed[:, None]
 
 
-# From this many sequences a decode step's attention runs on SDPA's mem-efficient kernel: see
+# From this many sequences a decode step's attention runs on an SDPA kernel, below it written out: see
 # :func:`grouped_step_attention`.
-STEP_SDPA_FROM_BATCH = 32
+STEP_SDPA_FROM_BATCH = 16
+
+
+def step_on_cudnn(q: Tensor) -> bool:
+    """Whether a decode step's SDPA kernel for ``q`` (B, H, 1, hd) is cuDNN's (else the mem-efficient one):
+    half-precision heads of up to 128 on Hopper GPUs, where it was measured. Its per-shape plan costs
+    milliseconds of host time once; a decode step's shapes are fixed (a CUDA graph per batch), so that cost
+    is paid at capture. Constant-folded under ``torch.compile``."""
+    return (
+        q.is_cuda
+        and q.dtype in (torch.bfloat16, torch.float16)
+        and q.shape[-1] % 8 == 0
+        and q.shape[-1] <= 128
+        and torch.cuda.get_device_properties(q.device).major >= 9
+    )
 
 
 def grouped_step_attention(q: Tensor, k: Tensor, v: Tensor, bias: Tensor) -> Tensor:
@@ -67,18 +81,24 @@ def grouped_step_attention(q: Tensor, k: Tensor, v: Tensor, bias: Tensor) -> Ten
     ``bias`` (B or 1, 1, 1, S) additive (0 or -inf per slot) -> (B, H, 1, hd).
 
     Query head h reads KV head h // (H / KV), so the heads of one KV head are consecutive: they become the
-    rows of one (group, hd) query per KV head, and the cache is read once. Below
-    :data:`STEP_SDPA_FROM_BATCH` sequences it is written out (logits and softmax in fp32, the weights cast
-    to the value dtype for the second product, as flash kernels do); from there on SDPA's mem-efficient
-    kernel. Measured on an H200 (torch 2.11, bf16, 486 slots, layers compiled, whole decode step), written
-    out vs SDPA: batch 1 3.30 vs 3.69 ms (SDPA's kernels are built for long queries: 24 us a layer), batch 16
-    3.74 vs 3.95 ms, batch 32 4.45 vs 4.31 ms, batch 64 5.66 vs 5.35 ms.
+    rows of one (group, hd) query per KV head, and the cache is read once. Below :data:`STEP_SDPA_FROM_BATCH`
+    sequences it is written out (logits and softmax in fp32, the weights cast to the value dtype for the
+    second product, as flash kernels do); from there on an SDPA kernel, cuDNN's where :func:`step_on_cudnn`,
+    else the mem-efficient one. Whole decode step on an H200 (torch 2.11, bf16, 486 slots, layers compiled,
+    CUDA graph), written out / cuDNN in one run: batch 1 3.29 / 3.40 ms, 8 3.43 / 3.48, 16 3.72 / 3.63,
+    32 4.28 / 4.07, 64 5.38 (mem-efficient) / 4.89. Written out / mem-efficient, an earlier run: batch 1 3.30 /
+    3.69, 16 3.74 / 3.95, 32 4.45 / 4.31, 64 5.66 / 5.35 (other GPUs: not measured).
     """
     batch, heads, _, head_dim = q.shape
     kv_heads = k.shape[1]
     grouped = q.reshape(batch, kv_heads, heads // kv_heads, head_dim)
-    if batch >= STEP_SDPA_FROM_BATCH:  # the mem-efficient kernel returns a transposed layout: reshape copies
-        return sdpa(grouped, k, v, attn_mask=bias, scale=head_dim**-0.5).reshape(batch, heads, 1, head_dim)
+    if batch >= STEP_SDPA_FROM_BATCH:  # both kernels return a transposed layout: the reshape copies
+        if step_on_cudnn(q):
+            with sdpa_kernel([SDPBackend.CUDNN_ATTENTION]):
+                out = F.scaled_dot_product_attention(grouped, k, v, attn_mask=bias, scale=head_dim**-0.5)
+        else:
+            out = sdpa(grouped, k, v, attn_mask=bias, scale=head_dim**-0.5)
+        return out.reshape(batch, heads, 1, head_dim)
     logits = torch.matmul(grouped, k.transpose(-1, -2)).float() * head_dim**-0.5 + bias  # (B, KV, group, S)
     weights = torch.softmax(logits, dim=-1).to(v.dtype)
     return torch.matmul(weights, v).reshape(batch, heads, 1, head_dim)
