@@ -248,8 +248,10 @@ class LogMelFrontend:
             frames = torch.zeros(waves[block].shape[0], total, N_FFT, dtype=torch.float64, device=self.device)
             self._window(frames, waves[block], emph[block], SAMPLE_RATE)
             out[block] = self._logmel(frames.flatten(0, 1), SAMPLE_RATE).view(-1, total, N_MELS)
-        valid = torch.arange(total)[None, :] < counts[:, None]
-        return Features(out * valid[..., None].to(self.device), counts)
+        # the mask is built on the features' device: copying a host-built one would block until the device
+        # has run everything queued before it (a CTC training step: one of its 15 synchronisations)
+        valid = torch.arange(total, device=self.device)[None, :] < counts.to(self.device, non_blocking=True)[:, None]
+        return Features(out * valid[..., None], counts)
 
     def staged(self, waves: list[torch.Tensor | np.ndarray]) -> Features:
         """:meth:`padded` for B host 16 kHz waveforms: staged in one host buffer (page-locked for a GPU) and
