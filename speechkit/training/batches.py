@@ -155,9 +155,11 @@ class Batch:
 
     def to(self, device: torch.device) -> Batch:
         move = (lambda t: None if t is None else t.to(device, non_blocking=True))  # noqa: E731
+        # lengths and row flags stay on the host, where they are read (a device copy read back would wait for
+        # the device)
         return Batch(move(self.input_ids), move(self.labels), move(self.features), move(self.feature_lengths),
-                     move(self.asr_rows), self.pad_id, move(self.waves), self.wave_lengths,
-                     move(self.ctc_targets), move(self.ctc_target_lengths), move(self.reading_ids),
+                     self.asr_rows, self.pad_id, move(self.waves), self.wave_lengths,
+                     move(self.ctc_targets), self.ctc_target_lengths, move(self.reading_ids),
                      self.reading_lengths, move(self.audio_source))  # fmt: skip
 
 

@@ -24,11 +24,11 @@ from functools import cached_property
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from speechkit.model.encoder import EncoderOutput
 from speechkit.text.tokenizer import Tokenizer
+from speechkit.training.ctc_loss import ctc_mean_loss
 
 STATE_PREFIX = "ctc_head."  # names of the head's parameters in the training state and optimizer
 
@@ -110,15 +110,17 @@ class CtcHead(nn.Module):
              target_lengths: torch.Tensor) -> torch.Tensor:  # fmt: skip
         """Mean CTC (per target label, as ``F.ctc_loss``'s ``mean``) of the ASR rows (``asr_rows`` (B,) bool).
 
-        ``targets``: the ASR rows' labels concatenated; ``target_lengths`` (R,). Rows too short for their
-        labels give zero (``zero_infinity``) instead of inf.
+        ``targets``: the ASR rows' labels concatenated; ``target_lengths`` (R,). ``asr_rows``, ``target_lengths``
+        and the encoder's token lengths are read on the host (on a GPU, copies of them there would have to be
+        read back: a wait for the device). Rows too short for their labels give zero instead of inf.
         """
-        rows = asr_rows.nonzero().flatten()
-        hidden = EncoderOutput(encoded.hidden[rows].float(), encoded.lengths.to(rows.device)[rows])
-        logits, lengths = self.logits(hidden)
+        rows = asr_rows.cpu().nonzero().flatten()
+        hidden, lengths = encoded.hidden, encoded.lengths.cpu()
+        if len(rows) < len(asr_rows):
+            hidden, lengths = hidden[rows.to(hidden.device, non_blocking=True)], lengths[rows]
+        logits, frames = self.logits(EncoderOutput(hidden.float(), lengths))
         log_probs = logits.log_softmax(-1).transpose(0, 1)  # (frames, R, size)
-        return F.ctc_loss(log_probs, targets, lengths, target_lengths, blank=self.units.blank,
-                          reduction="mean", zero_infinity=True)  # fmt: skip
+        return ctc_mean_loss(log_probs, targets, frames, target_lengths.cpu(), self.units.blank)
 
     def greedy(self, encoded: EncoderOutput) -> list[list[int]]:
         """Best-path labels (repeats merged, blanks dropped) of each item's valid frames."""
