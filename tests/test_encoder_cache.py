@@ -130,6 +130,12 @@ def test_edge_silence_is_fixed_per_clip_and_shared_by_batches_and_the_encoder_ca
         torch.testing.assert_close(got[i, :n].float(), encoded.hidden[i, :n])
     with pytest.raises(ConfigError, match="edge_silence_s"):
         dataclasses.replace(stage_config(), edge_silence_s=-1.0)
+    # the passes' waveforms built by loading processes: the same cache, bit for bit
+    rows = read_rows(corpus / "train.jsonl", True)
+    alone = EncoderCache(setup.model, rows, None, torch.device("cpu"), precision="fp32", edge_silence=silence)
+    loaded = EncoderCache(setup.model, rows, None, torch.device("cpu"), precision="fp32", edge_silence=silence,
+                          workers=2)  # fmt: skip
+    assert torch.equal(loaded.flat, alone.flat) and loaded._where == alone._where
 
 
 def test_a_cached_batch_padded_to_its_bucket_has_the_same_loss_and_gradients(corpus: Path) -> None:

@@ -19,7 +19,15 @@ import torch
 from speechkit.audio import SAMPLE_RATE, LogMelFrontend
 from speechkit.errors import DataError
 from speechkit.model.speech_model import SpeechModel
-from speechkit.training.batches import AudioStore, EdgeSilence, Row, padded_waves, plan_batches, training_waves
+from speechkit.training.batches import (
+    AudioStore,
+    EdgeSilence,
+    Row,
+    padded_waves,
+    plan_batches,
+    training_waves,
+    worker_init,
+)
 
 # padded audio seconds per encoder pass while building the cache: the pass is host-bound (run 11: 48 s for
 # 70k clips at 600 s a pass), so fewer, larger passes
@@ -32,7 +40,8 @@ class EncoderCache:
     every position that is not audio."""
 
     def __init__(self, model: SpeechModel, rows: Sequence[Row], store: AudioStore | None, device: torch.device,
-                 precision: str = "bf16", edge_silence: EdgeSilence | None = None) -> None:  # fmt: skip
+                 precision: str = "bf16", edge_silence: EdgeSilence | None = None,
+                 workers: int = 0) -> None:  # fmt: skip
         frontend = LogMelFrontend(device)
         dtype = torch.bfloat16 if precision == "bf16" else torch.float32
         encoder = model.audio.encoder
@@ -42,14 +51,18 @@ class EncoderCache:
         self._where: dict[str, tuple[int, int]] = {}
         offset = 0
         plan = sorted(plan_batches([r.duration for r in rows], ENCODE_SECONDS, 0, 0), key=lambda b: rows[b[0]].duration)
+        # the padded waveforms of each pass are built by ``workers`` processes, in page-locked memory on a GPU,
+        # while the device encodes the passes before: built here, one after another, they were most of run
+        # 16's 32 s (3,000 s of audio a pass: ~0.2 GB of float32 converted, silence-padded and copied twice)
+        loader = torch.utils.data.DataLoader(
+            _PassWaves(rows, plan, store, edge_silence), batch_size=None, num_workers=workers,
+            pin_memory=device.type == "cuda", prefetch_factor=2 if workers else None, worker_init_fn=worker_init,
+            generator=torch.Generator().manual_seed(0),  # not the global one: a resumed run draws the same masks
+        )  # fmt: skip
         with torch.inference_mode(), torch.autocast(device.type, torch.bfloat16, enabled=precision == "bf16"):
-            for batch in plan:
-                waves = training_waves([rows[i] for i in batch], store, edge_silence)
-                odd = [w.source for w in waves if w.sample_rate != SAMPLE_RATE]
-                if odd:
-                    raise DataError(f"{odd[0]}: caching encoder outputs needs {SAMPLE_RATE} Hz training audio")
+            for batch, (waves, lengths) in zip(plan, loader, strict=True):
                 # one batched front-end pass: per-clip calls cost ~a dozen kernels each (run 9: 56 s for 70k clips)
-                feats = frontend.padded(*padded_waves(waves))
+                feats = frontend.padded(waves.to(device, non_blocking=True), lengths)
                 out = encoder(feats.values, feats.lengths.to(device))
                 # every row's valid tokens in one gather, row after row (a slice per clip: 70k launches)
                 valid = torch.arange(out.hidden.shape[1])[None, :] < out.lengths[:, None]
@@ -84,6 +97,24 @@ class EncoderCache:
     def rows(self, index: torch.Tensor) -> torch.Tensor:
         """The cached outputs at ``index`` (any shape, on the cache's device): (*index.shape, encoder_dim)."""
         return self.flat[index]
+
+
+class _PassWaves(torch.utils.data.Dataset):
+    """Item i: the right-padded float32 waveforms and valid lengths of the cache's i-th encoder pass."""
+
+    def __init__(self, rows: Sequence[Row], plan: list[list[int]], store: AudioStore | None,
+                 edge_silence: EdgeSilence | None) -> None:  # fmt: skip
+        self.rows, self.plan, self.store, self.edge_silence = rows, plan, store, edge_silence
+
+    def __len__(self) -> int:
+        return len(self.plan)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        waves = training_waves([self.rows[j] for j in self.plan[i]], self.store, self.edge_silence)
+        odd = [w.source for w in waves if w.sample_rate != SAMPLE_RATE]
+        if odd:
+            raise DataError(f"{odd[0]}: caching encoder outputs needs {SAMPLE_RATE} Hz training audio")
+        return padded_waves(waves)
 
 
 def cached_embeds(model: SpeechModel, input_ids: torch.Tensor, encoded: torch.Tensor) -> torch.Tensor:

@@ -254,7 +254,7 @@ def train(
         elif cache is None and cfg.stages[index].cache_encoder:
             start = time.perf_counter()
             cache = EncoderCache(model, read_rows(paths.train, True), store, setup.device, cfg.precision,
-                                 edge_silence(cfg))
+                                 edge_silence(cfg), workers=cfg.num_workers)
             log.info("encoder outputs cached in %.1f s", time.perf_counter() - start)
         position = _run_stage(cfg, setup, extra, store, paths, run_dir, position, saved, history, dev, stop_at_step,
                               on_record, cache if cfg.stages[index].cache_encoder else None)  # fmt: skip
