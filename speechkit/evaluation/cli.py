@@ -29,13 +29,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--group-batches", type=int, default=1,
                         help="batches decoded as one group, a row taking the next utterance as soon as its own "
                              "ends (continuous batching); 1: fixed batches")  # fmt: skip
+    parser.add_argument("--beam-size", type=int, default=1,
+                        help="hypotheses kept per utterance (beam search); 1: greedy, as the paper")  # fmt: skip
     parser.add_argument("--sets", help="comma-separated subset of the suite's set names")
     parser.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.batch_size < 1 or args.group_batches < 1 or (args.limit is not None and args.limit < 1):
-        raise SpeechkitError("--batch-size, --group-batches and --limit must be positive")
+    if min(args.batch_size, args.group_batches, args.beam_size) < 1 or (args.limit is not None and args.limit < 1):
+        raise SpeechkitError("--batch-size, --group-batches, --beam-size and --limit must be positive")
     suite = load_suite(args.suite)
     sets = suite.sets
     if args.sets:
@@ -44,7 +46,7 @@ def run(args: argparse.Namespace) -> int:
         if unknown:
             raise SpeechkitError(f"--sets: {', '.join(unknown)} not in suite {suite.name}")
         sets = [s for s in sets if s.name in wanted]
-    recognizer = load_recognizer(args.model, batch_size=args.batch_size)
+    recognizer = load_recognizer(args.model, batch_size=args.batch_size, beam_size=args.beam_size)
     args.out.mkdir(parents=True, exist_ok=True)
     runs = []
     for spec in sets:

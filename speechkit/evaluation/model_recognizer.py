@@ -30,6 +30,7 @@ class PipelineRecognizer:
             "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
             "lora": self.pipeline.loaded.lora,
             "max_new_tokens": self.options.max_new_tokens,
+            "beam_size": self.options.beam_size,
             "speechkit_version": __version__,
         }
 
@@ -37,14 +38,17 @@ class PipelineRecognizer:
         spec = PromptSpec(PromptTask(task.kind), language=task.tgt_lang)
         rows = min(self.options.batch_size, max(1, len(batch)))
         options = DecodeOptions(batch_size=rows, max_new_tokens=self.options.max_new_tokens,
-                                group_batches=-(-max(1, len(batch)) // rows))  # fmt: skip
+                                group_batches=-(-max(1, len(batch)) // rows),
+                                beam_size=self.options.beam_size)  # fmt: skip
         results = self.pipeline.run([s.waveform for s in batch], spec, options, language=task.src_lang)
         return [Hypothesis(r.text, r.transcript) for r in results]
 
 
 def load_model_recognizer(
-    model: str, *, device: str = "auto", dtype: str = "auto", max_new_tokens: int | None = None, batch_size: int = 8
+    model: str, *, device: str = "auto", dtype: str = "auto", max_new_tokens: int | None = None, batch_size: int = 8,
+    beam_size: int = 1,
 ) -> PipelineRecognizer:
-    """``batch_size``: rows decoded at once; a runner batch larger than that is one continuous-batching group."""
-    options = DecodeOptions(batch_size=batch_size, max_new_tokens=max_new_tokens)
+    """``batch_size``: rows decoded at once; a runner batch larger than that is one continuous-batching group
+    (greedy) or batch after batch (``beam_size`` > 1: beam search)."""
+    options = DecodeOptions(batch_size=batch_size, max_new_tokens=max_new_tokens, beam_size=beam_size)
     return PipelineRecognizer(Pipeline.load(model, device=device, dtype=dtype), model, options)

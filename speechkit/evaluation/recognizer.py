@@ -62,14 +62,15 @@ class Recognizer(Protocol):
         ...
 
 
-def load_recognizer(spec: str, batch_size: int = 8) -> Recognizer:
+def load_recognizer(spec: str, batch_size: int = 8, beam_size: int = 1) -> Recognizer:
     """Resolve ``--model``: ``test:<name>`` gives a :mod:`speechkit.testing` recognizer; anything else is
     a checkpoint (hub id, directory) loaded as a :class:`~speechkit.inference.pipeline.Pipeline` that decodes
-    ``batch_size`` rows at a time (a larger runner batch is one continuous-batching group)."""
+    ``batch_size`` rows at a time (a larger runner batch is one continuous-batching group), with
+    ``beam_size`` hypotheses per utterance."""
     if spec.startswith("test:"):
         from speechkit.testing.recognizer import make_test_recognizer
 
         return make_test_recognizer(spec.removeprefix("test:"))
     from speechkit.evaluation.model_recognizer import load_model_recognizer
 
-    return load_model_recognizer(spec, batch_size=batch_size)
+    return load_model_recognizer(spec, batch_size=batch_size, beam_size=beam_size)

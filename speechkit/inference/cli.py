@@ -60,6 +60,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                        help="batches decoded as one group, a row taking the next segment as soon as its own "
                             "ends (continuous batching); 1: fixed batches")  # fmt: skip
         p.add_argument("--max-new-tokens", type=int, default=None, help="default: scaled to each segment's duration")
+        p.add_argument("--beam-size", type=int, default=1,
+                       help="hypotheses kept per segment (beam search); 1: greedy, the fastest")  # fmt: skip
         p.add_argument("--language", default=None, help="source language hint (recorded in the output)")
         p.add_argument("--prompt", default=None, help="extra context appended after the task instruction")
         _add_output_args(p)
@@ -109,7 +111,7 @@ def _options(args: argparse.Namespace):
     if task is None:
         task = Task.AST_COT if args.cot else Task.AST
     decode = DecodeOptions(batch_size=args.batch_size, max_new_tokens=args.max_new_tokens,
-                           group_batches=args.group_batches)  # fmt: skip
+                           group_batches=args.group_batches, beam_size=args.beam_size)  # fmt: skip
     spec = PromptSpec(task, language=getattr(args, "to", None), context=args.prompt)
     if args.language is not None:
         resolve_language(args.language)

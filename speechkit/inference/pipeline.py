@@ -18,6 +18,7 @@ import torch
 from speechkit.audio import SAMPLE_RATE, LogMelFrontend, Waveform, load_audio
 from speechkit.errors import ConfigError, DeviceMemoryError, SpeechkitError
 from speechkit.inference.audio_graphs import AudioGraphs
+from speechkit.inference.beam import beam_search
 from speechkit.inference.continuous import generate_continuous, split_clips
 from speechkit.inference.fast_generate import StepCache, generate_fast
 from speechkit.inference.generate import Generation, generate
@@ -52,10 +53,14 @@ class DecodeOptions:
     # batches decoded as one group: batch_size rows, each refilled with the group's next clip as soon as its
     # own stops (continuous batching, speechkit.inference.continuous); 1: fixed batches
     group_batches: int = 1
+    # hypotheses kept per clip (speechkit.inference.beam); 1: greedy decoding (on a GPU, the CUDA-graph path)
+    beam_size: int = 1
 
     def __post_init__(self) -> None:
         if self.batch_size < 1:
             raise ConfigError(f"batch_size={self.batch_size} must be >= 1")
+        if self.beam_size < 1:
+            raise ConfigError(f"beam_size={self.beam_size} must be >= 1")
         if self.group_batches < 1:
             raise ConfigError(f"group_batches={self.group_batches} must be >= 1")
         if self.max_new_tokens is not None and self.max_new_tokens < 1:
@@ -282,7 +287,15 @@ class Pipeline:
         # several batches: rows refilled as clips stop; else the CUDA-graph decode step on GPU, the plain loop on
         # CPU (the same tokens every way, fp32)
         kwargs = dict(max_new_tokens=caps, stop_ids=self.tokenizer.stop_ids)
-        if len(parts) > 1:
+        if options.beam_size > 1:  # each batch of clips x beams on the plain decoder
+            gens, first = [], 0
+            for audio in parts:
+                last = first + len(audio.lengths)
+                gens += beam_search(self.model, prompts[first:last], audio, beam_size=options.beam_size,
+                                    max_new_tokens=caps[first:last], stop_ids=self.tokenizer.stop_ids,
+                                    pad_id=self.tokenizer.special.endoftext)  # fmt: skip
+                first = last
+        elif len(parts) > 1:
             clips = [clip for audio in parts for clip in split_clips(audio)]
             gens = generate_continuous(self.model, prompts, clips, width=options.batch_size, **kwargs)
         elif self.device.type == "cuda":
