@@ -37,23 +37,24 @@ class _Clip:
     def extend(self, candidates: list[tuple[float, int, int]], stops: set[int], detect_loops: bool,
                beams: int) -> list[tuple[int, int]]:  # fmt: skip
         """Keep the best ``beams`` live extensions of ``candidates`` ((score, beam, token), best first); returns
-        (source beam, token) per kept row."""
+        (source beam, token) per kept row. Only the first ``beams`` candidates may finish (a stop, a loop, the
+        cap): a lower-ranked ending is dropped, so that width 1 is greedy decoding."""
         kept: list[tuple[int, int]] = []
         scores, tokens = [], []
-        for score, beam, token in candidates:
-            if score == float("-inf"):
+        for rank, (score, beam, token) in enumerate(candidates):
+            if score == float("-inf") or (len(kept) == beams and rank >= beams):
                 break
             sampled = len(self.tokens[beam]) + 1
             if token in stops:
-                self.finished.append((score / sampled, tuple(self.tokens[beam]), "stop"))
+                if rank < beams:
+                    self.finished.append((score / sampled, tuple(self.tokens[beam]), "stop"))
                 continue
             seq = [*self.tokens[beam], token]
             loop = loop_start(seq) if detect_loops else None
-            if loop is not None:
-                start, period = loop
-                self.finished.append((score / sampled, tuple(seq[: start + period]), "repetition"))
-            elif sampled >= self.cap:
-                self.finished.append((score / sampled, tuple(seq), "length"))
+            if loop is not None or sampled >= self.cap:
+                if rank < beams:  # a loop is cut to one copy, as greedy decoding does
+                    end, stop = (len(seq), "length") if loop is None else (loop[0] + loop[1], "repetition")
+                    self.finished.append((score / sampled, tuple(seq[:end]), stop))
             elif len(kept) < beams:
                 kept.append((beam, token))
                 scores.append(score)
