@@ -26,8 +26,9 @@ def loaded(tiny_checkpoint):
 
 def _batch(loaded, seconds):
     feats = LogMelFrontend()([speechlike(s, seed=i) for i, s in enumerate(seconds)])
+    device = loaded.model.decoder.embed_tokens.weight.device
     with torch.no_grad():
-        audio = loaded.model.audio(feats.values, feats.lengths)
+        audio = loaded.model.audio(feats.values.to(device), feats.lengths.to(device))
     text = PromptSpec(Task.ASR).text()
     return [encode_prompt(loaded.tokenizer, text, int(n)) for n in audio.lengths], audio
 
@@ -81,3 +82,15 @@ def test_pipeline_decodes_with_beams(tiny_checkpoint):
     assert [r.tokens for r in results] == [r.tokens for r in alone]  # batching clips x beams changes nothing
     with pytest.raises(ConfigError, match="beam_size=0 must be >= 1"):
         DecodeOptions(beam_size=0)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_width_one_is_greedy_on_gpu(tiny_checkpoint):
+    loaded = load_speech_model(tiny_checkpoint, device=torch.device("cuda"), dtype=torch.float32, lora="merged")
+    prompts, audio = _batch(loaded, [2.0, 1.1])
+    kwargs = dict(max_new_tokens=[10, 6], stop_ids=loaded.tokenizer.stop_ids, pad_id=PAD)
+    greedy = generate(loaded.model, prompts, audio, **kwargs)
+    assert [g.tokens for g in beam_search(loaded.model, prompts, audio, beam_size=1, **kwargs)] == [
+        g.tokens for g in greedy
+    ]
