@@ -58,6 +58,20 @@ def test_eval_end_to_end_and_resume(fixture, tmp_path, capsys):
     _ids_exactly_once(out, fixture[2])
 
 
+def test_resume_refuses_records_of_other_decoding_settings(fixture, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(_eval_args(fixture, out, "--limit", "2", "--sets", "cv-en")) == 0
+    meta_path = out / "cv-en.jsonl.meta.json"
+    meta = json.loads(meta_path.read_text("utf-8"))
+    meta["recognizer"]["model"] = "another-model"  # as if these records came from another checkpoint
+    meta_path.write_text(json.dumps(meta), "utf-8")
+    capsys.readouterr()
+    assert main(_eval_args(fixture, out, "--sets", "cv-en")) != 0
+    err = capsys.readouterr().err
+    assert "its records were decoded with model='another-model', this run has model='test-echo'" in err
+    assert [r.id for r in read_records(out / "cv-en.jsonl")] == ["en0.mp3", "en1.mp3"]  # nothing added or lost
+
+
 def test_limit_and_torn_line_repair(fixture, tmp_path, capsys):
     out = tmp_path / "run"
     assert main(_eval_args(fixture, out, "--limit", "2", "--sets", "cv-en")) == 0

@@ -18,8 +18,17 @@ from pathlib import Path
 
 from speechkit import __version__
 from speechkit.data import Utterance
+from speechkit.errors import DataError
 from speechkit.evaluation.recognizer import Hypothesis, Recognizer, Sample, Task
-from speechkit.scoring import Record, RecordWriter, ScoreResult, read_records, score_records, write_meta
+from speechkit.scoring import (
+    Record,
+    RecordWriter,
+    ScoreResult,
+    read_meta,
+    read_records,
+    score_records,
+    write_meta,
+)
 from speechkit.scoring.protocols import get_protocol
 from speechkit.suites import SetSpec
 
@@ -68,6 +77,24 @@ def _meta(recognizer: Recognizer, spec: SetSpec, extra: dict) -> dict:
     }  # fmt: skip
 
 
+# recognizer metadata that changes what is decoded: a records file is resumed only with the same values (not the
+# resolved checkpoint folder or the device: a run may move to another machine)
+DECODING_KEYS = ("model", "dtype", "lora", "max_new_tokens", "beam_size")
+
+
+def _check_resumable(path: Path, recognizer: Recognizer) -> None:
+    """Refuse to add records decoded with other settings to a records file (its ``.meta.json`` names them)."""
+    if not path.is_file() or path.stat().st_size == 0:
+        return
+    before, now = read_meta(path).get("recognizer", {}), recognizer.metadata()
+    for key in DECODING_KEYS:
+        if key in before and key in now and before[key] != now[key]:
+            raise DataError(
+                f"{path}: its records were decoded with {key}={before[key]!r}, this run has {key}={now[key]!r}; "
+                f"resume with the same options, or write to another --out"
+            )
+
+
 def run_set(recognizer: Recognizer, spec: SetSpec, utterances: Iterable[Utterance], out_dir: Path,
             batch_size: int = 8, limit: int | None = None, warmup: bool = True,
             group_batches: int = 1) -> SetRun:  # fmt: skip
@@ -80,6 +107,7 @@ def run_set(recognizer: Recognizer, spec: SetSpec, utterances: Iterable[Utteranc
     task = Task(spec.task, spec.src_lang, spec.tgt_lang)
     started = datetime.now(UTC).isoformat(timespec="seconds")
     options = {"batch_size": batch_size, "group_batches": group_batches, "limit": limit}
+    _check_resumable(path, recognizer)
     write_meta(path, _meta(recognizer, spec, {**options, "started": started, "finished": None}))
     decoded = 0
     with RecordWriter(path) as writer:
