@@ -12,7 +12,7 @@ import torch
 from speechkit.testing.checkpoint import write_random_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
-pytest_plugins = ["training_helpers"]  # its `corpus` fixture, for the training tests
+pytest_plugins = ["training_helpers", "decoding_helpers"]  # `corpus` (training tests), `loaded` (decoding)
 
 
 @pytest.fixture(scope="session")

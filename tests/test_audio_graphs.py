@@ -11,11 +11,6 @@ from speechkit.model.loader import load_speech_model
 from speechkit.testing.audio import speechlike
 
 
-@pytest.fixture(scope="module")
-def loaded(tiny_checkpoint):
-    return load_speech_model(tiny_checkpoint, dtype=torch.float32, lora="merged")
-
-
 def _features(seconds: list[float], device: str = "cpu"):
     feats = LogMelFrontend(device)([speechlike(s, seed=i) for i, s in enumerate(seconds)])
     return feats.values, (feats.lengths if len(seconds) > 1 else None)

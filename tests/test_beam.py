@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import pytest
 import torch
+from decoding_helpers import prompted_clips
 
-from speechkit.audio import SAMPLE_RATE, LogMelFrontend, load_audio
+from speechkit.audio import SAMPLE_RATE, load_audio
 from speechkit.errors import ConfigError
 from speechkit.inference.beam import beam_search
 from speechkit.inference.generate import generate
@@ -14,27 +15,12 @@ from speechkit.inference.pipeline import DecodeOptions, Pipeline
 from speechkit.model.encoder import EncoderOutput
 from speechkit.model.loader import load_speech_model
 from speechkit.testing.audio import speechlike
-from speechkit.text.prompts import PromptSpec, Task, encode_prompt
 
 PAD = 199999
 
 
-@pytest.fixture(scope="module")
-def loaded(tiny_checkpoint):
-    return load_speech_model(tiny_checkpoint, dtype=torch.float32, lora="merged")
-
-
-def _batch(loaded, seconds):
-    feats = LogMelFrontend()([speechlike(s, seed=i) for i, s in enumerate(seconds)])
-    device = loaded.model.decoder.embed_tokens.weight.device
-    with torch.no_grad():
-        audio = loaded.model.audio(feats.values.to(device), feats.lengths.to(device))
-    text = PromptSpec(Task.ASR).text()
-    return [encode_prompt(loaded.tokenizer, text, int(n)) for n in audio.lengths], audio
-
-
 def test_width_one_is_greedy(loaded):
-    prompts, audio = _batch(loaded, [3.0, 1.2, 2.1])  # unequal prompts: left padding
+    prompts, audio = prompted_clips(loaded, [3.0, 1.2, 2.1])  # unequal prompts: left padding
     caps = [20, 6, 12]
     free = generate(loaded.model, prompts, audio, max_new_tokens=caps, stop_ids=(), pad_id=PAD)
     for stop_ids in ((), (free[0].tokens[4],), loaded.tokenizer.stop_ids):
@@ -60,7 +46,7 @@ def _teacher_forced(loaded, prompt, audio, tokens):
 @pytest.mark.parametrize("width", [2, 4])
 def test_each_hypothesis_scores_as_teacher_forcing_does(loaded, width):
     # a hypothesis continued on another row's cache would score differently from a fresh forward pass of its tokens
-    prompts, audio = _batch(loaded, [2.5, 1.4])
+    prompts, audio = prompted_clips(loaded, [2.5, 1.4])
     stop = generate(loaded.model, prompts, audio, max_new_tokens=[12, 12], stop_ids=(), pad_id=PAD)[0].tokens[3]
     out = beam_search(loaded.model, prompts, audio, beam_size=width, max_new_tokens=[12, 12], stop_ids=(stop,),
                       pad_id=PAD)  # fmt: skip
@@ -88,7 +74,7 @@ def test_pipeline_decodes_with_beams(tiny_checkpoint):
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_width_one_is_greedy_on_gpu(tiny_checkpoint):
     loaded = load_speech_model(tiny_checkpoint, device=torch.device("cuda"), dtype=torch.float32, lora="merged")
-    prompts, audio = _batch(loaded, [2.0, 1.1])
+    prompts, audio = prompted_clips(loaded, [2.0, 1.1])
     kwargs = dict(max_new_tokens=[10, 6], stop_ids=loaded.tokenizer.stop_ids, pad_id=PAD)
     greedy = generate(loaded.model, prompts, audio, **kwargs)
     assert [g.tokens for g in beam_search(loaded.model, prompts, audio, beam_size=1, **kwargs)] == [

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 import torch
+from decoding_helpers import prompted_clips
 
-from speechkit.audio import SAMPLE_RATE, LogMelFrontend, load_audio
+from speechkit.audio import SAMPLE_RATE, load_audio
 from speechkit.errors import ConfigError
 from speechkit.inference import continuous, fast_generate
 from speechkit.inference.continuous import generate_continuous
@@ -13,21 +14,7 @@ from speechkit.inference.generate import generate
 from speechkit.inference.pipeline import DecodeOptions, Pipeline
 from speechkit.model.loader import load_speech_model
 from speechkit.testing.audio import speechlike
-from speechkit.text.prompts import PromptSpec, Task, encode_prompt
-
-
-@pytest.fixture(scope="module")
-def loaded(tiny_checkpoint):
-    return load_speech_model(tiny_checkpoint, dtype=torch.float32, lora="merged")
-
-
-def _requests(loaded, seconds):
-    feats = LogMelFrontend()([speechlike(s, seed=i) for i, s in enumerate(seconds)])
-    device = loaded.model.decoder.embed_tokens.weight.device
-    with torch.no_grad():
-        audio = loaded.model.audio(feats.values.to(device), feats.lengths.to(device))
-    text = PromptSpec(Task.ASR).text()
-    return [encode_prompt(loaded.tokenizer, text, int(n)) for n in audio.lengths], audio
+from speechkit.text.prompts import PromptSpec, Task
 
 
 @pytest.mark.parametrize("sync_every", [1, 8])
@@ -35,7 +22,7 @@ def test_each_request_gets_its_plain_tokens(loaded, monkeypatch, sync_every):
     monkeypatch.setattr(fast_generate, "SYNC_EVERY", sync_every)
     monkeypatch.setattr(continuous, "CAPACITY_BUCKET", 16)  # a ring of few slots: rows wrap around it
     seconds = [3.0, 1.2, 2.1, 0.7, 2.6, 1.5, 0.9] * 2
-    prompts, audio = _requests(loaded, seconds)
+    prompts, audio = prompted_clips(loaded, seconds)
     caps = [20, 5, 12, 9, 3, 16, 7, 18, 11, 2, 14, 6, 20, 8]  # more steps than the ring's 80 slots
     plain_free = generate(loaded.model, prompts[:1], continuous.split_clips(audio)[0], max_new_tokens=caps[:1],
                           stop_ids=(), pad_id=0)  # fmt: skip
@@ -57,7 +44,7 @@ def test_width_must_be_positive(loaded):
 
 
 def test_request_leaving_the_short_regime_is_decoded_alone(loaded, monkeypatch):
-    prompts, audio = _requests(loaded, [1.0, 1.4, 0.8])
+    prompts, audio = prompted_clips(loaded, [1.0, 1.4, 0.8])
     threshold = loaded.config.decoder.rope.original_max_position_embeddings
     filler = loaded.tokenizer.encode(" la") * (threshold - len(prompts[1]) - 1)
     prompts[1] = prompts[1][:-2] + filler + prompts[1][-2:]  # crosses into the long regime while decoding
@@ -80,7 +67,7 @@ def test_graphed_ring_gives_the_plain_tokens(tiny_checkpoint, monkeypatch, compi
     prefilled from graphs give every request its plain tokens."""
     monkeypatch.setattr(continuous, "CAPACITY_BUCKET", 16)
     loaded = load_speech_model(tiny_checkpoint, device=torch.device("cuda"), dtype=torch.float32, lora="merged")
-    prompts, audio = _requests(loaded, [3.0, 1.2, 2.1, 0.7, 2.6, 1.5, 0.9] * 2)
+    prompts, audio = prompted_clips(loaded, [3.0, 1.2, 2.1, 0.7, 2.6, 1.5, 0.9] * 2)
     caps, stop_ids = [20, 5, 12, 9, 3, 16, 7, 18, 11, 2, 14, 6, 20, 8], loaded.tokenizer.stop_ids
     alone = [generate(loaded.model, [p], continuous.split_clips(audio)[i], max_new_tokens=[c], stop_ids=stop_ids,
                       pad_id=0)[0] for i, (p, c) in enumerate(zip(prompts, caps, strict=True))]  # fmt: skip

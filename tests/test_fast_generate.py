@@ -4,30 +4,15 @@ from __future__ import annotations
 
 import pytest
 import torch
+from decoding_helpers import prompted_clips
 
-from speechkit.audio import LogMelFrontend
 from speechkit.errors import ConfigError
 from speechkit.inference import fast_generate as fast
 from speechkit.inference.generate import generate
 from speechkit.inference.pipeline import Pipeline
 from speechkit.model.attention import STEP_SDPA_FROM_BATCH
 from speechkit.model.loader import load_speech_model
-from speechkit.testing.audio import speechlike
-from speechkit.text.prompts import PromptSpec, Task, encode_prompt
-
-
-@pytest.fixture(scope="module")
-def loaded(tiny_checkpoint):
-    return load_speech_model(tiny_checkpoint, dtype=torch.float32, lora="merged")
-
-
-def _batch(loaded, seconds, task=Task.ASR):
-    feats = LogMelFrontend()([speechlike(s, seed=i) for i, s in enumerate(seconds)])
-    device = loaded.model.decoder.embed_tokens.weight.device
-    with torch.no_grad():
-        audio = loaded.model.audio(feats.values.to(device), feats.lengths.to(device))
-    text = PromptSpec(task, language="fr" if task is not Task.ASR else None).text()
-    return [encode_prompt(loaded.tokenizer, text, int(n)) for n in audio.lengths], audio
+from speechkit.text.prompts import Task
 
 
 @pytest.mark.parametrize("sync_every", [1, 8])
@@ -35,7 +20,7 @@ def _batch(loaded, seconds, task=Task.ASR):
 def test_fast_equals_plain(loaded, monkeypatch, sync_every, graph_max_tokens):
     monkeypatch.setattr(fast, "SYNC_EVERY", sync_every)
     monkeypatch.setattr(fast, "PREFILL_GRAPH_MAX_TOKENS", graph_max_tokens)
-    prompts, audio = _batch(loaded, [3.0, 1.2, 2.1])
+    prompts, audio = prompted_clips(loaded, [3.0, 1.2, 2.1])
     caps = [24, 7, 15]
     # a frequent token as an extra stop id, so rows stop at different steps
     plain_free = generate(loaded.model, prompts, audio, max_new_tokens=caps, stop_ids=(), pad_id=199999)
@@ -50,7 +35,7 @@ def test_fast_equals_plain(loaded, monkeypatch, sync_every, graph_max_tokens):
 
 
 def test_crossing_the_regime_takes_the_plain_path(loaded, monkeypatch):
-    prompts, audio = _batch(loaded, [1.0])
+    prompts, audio = prompted_clips(loaded, [1.0])
     threshold = loaded.config.decoder.rope.original_max_position_embeddings
     filler = loaded.tokenizer.encode(" la") * (threshold - len(prompts[0]) - 1)
     prompts = [prompts[0][:-2] + filler + prompts[0][-2:]]
@@ -72,7 +57,7 @@ def _check(loaded, prompts, audio, caps, stop_ids, steps):
 def test_kept_steps_give_the_plain_tokens_request_after_request(loaded):
     """A kept step is fully reset between requests: cache slots, positions, masks, stop flags."""
     steps = fast.StepCache(max_entries=2)
-    first, audio = _batch(loaded, [3.0, 1.2, 2.1])
+    first, audio = prompted_clips(loaded, [3.0, 1.2, 2.1])
     _check(loaded, first, audio, [24, 7, 15], (), steps)
     (kept,) = steps._steps.values()
     # a non-finite value left in the cache must not reach the next request (masked slots weigh 0 * NaN)
@@ -80,15 +65,15 @@ def test_kept_steps_give_the_plain_tokens_request_after_request(loaded):
         for buf in (*kept.cache.keys, *kept.cache.values):
             buf.fill_(float("nan"))
     # same bucket, other prompts and padding (a shorter longest prompt), an early stop id: the same step
-    second, audio = _batch(loaded, [1.0, 2.5, 0.6], Task.AST)
+    second, audio = prompted_clips(loaded, [1.0, 2.5, 0.6], Task.AST)
     free = generate(loaded.model, second, audio, max_new_tokens=[20] * 3, stop_ids=(), pad_id=199999)
     _check(loaded, second, audio, [20, 12, 20], (free[1].tokens[3],), steps)
     assert list(steps._steps.values()) == [kept]
     # another batch size is another step; the first is still kept and still right
-    single, audio = _batch(loaded, [1.7])
+    single, audio = prompted_clips(loaded, [1.7])
     _check(loaded, single, audio, [18], loaded.tokenizer.stop_ids, steps)
     assert len(steps) == 2
-    third, audio = _batch(loaded, [0.8, 0.9, 2.8])
+    third, audio = prompted_clips(loaded, [0.8, 0.9, 2.8])
     _check(loaded, third, audio, [16, 16, 16], loaded.tokenizer.stop_ids, steps)
     assert kept in steps._steps.values() and len(steps) == 2
 
@@ -96,7 +81,7 @@ def test_kept_steps_give_the_plain_tokens_request_after_request(loaded):
 def test_step_cache_is_bounded_and_clears(loaded):
     steps = fast.StepCache(max_entries=1, bucket=64)
     for seconds in ([1.0], [1.0, 0.5], [1.0]):
-        prompts, audio = _batch(loaded, seconds)
+        prompts, audio = prompted_clips(loaded, seconds)
         _check(loaded, prompts, audio, [6] * len(seconds), (), steps)
         assert len(steps) == 1
     (kept,) = steps._steps.values()
@@ -113,7 +98,7 @@ def test_step_cache_rejects_empty_bounds():
 def test_compiled_layers_give_the_plain_tokens(loaded):
     """One compiled ``DecoderLayer.forward`` for every layer (Inductor on CPU here), across two batch sizes."""
     for seconds in ([3.0, 1.2, 2.1], [1.7]):
-        prompts, audio = _batch(loaded, seconds)
+        prompts, audio = prompted_clips(loaded, seconds)
         kwargs = dict(max_new_tokens=[12] * len(seconds), stop_ids=loaded.tokenizer.stop_ids, pad_id=199999)
         plain = generate(loaded.model, prompts, audio, **kwargs)
         quick = fast.generate_fast(loaded.model, prompts, audio, compile_layers=True, **kwargs)
@@ -131,7 +116,7 @@ def test_graphed_prefills_and_steps_give_the_plain_tokens(tiny_checkpoint, compi
     steps = fast.StepCache(max_entries=2)
     for seconds, task in (([3.0, 1.2, 2.1], Task.ASR), ([1.0, 2.5, 0.6], Task.AST), ([1.7], Task.ASR),
                           ([1.9], Task.ASR), ([2.2, 2.3, 0.9], Task.ASR)):  # fmt: skip
-        prompts, audio = _batch(loaded, seconds, task)
+        prompts, audio = prompted_clips(loaded, seconds, task)
         kwargs = dict(max_new_tokens=[16] * len(seconds), stop_ids=loaded.tokenizer.stop_ids, pad_id=199999)
         plain = generate(loaded.model, prompts, audio, **kwargs)
         quick = fast.generate_fast(loaded.model, prompts, audio, steps=steps, compile_layers=compile_layers,
