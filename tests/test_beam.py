@@ -80,3 +80,17 @@ def test_width_one_is_greedy_on_gpu(tiny_checkpoint):
     assert [g.tokens for g in beam_search(loaded.model, prompts, audio, beam_size=1, **kwargs)] == [
         g.tokens for g in greedy
     ]
+
+
+def test_width_one_is_greedy_across_the_long_rope_switch(loaded):
+    # a prompt ending just before LongRoPE's switch: the prefix is recomputed under the long factors mid-search
+    prompts, audio = prompted_clips(loaded, [1.0])
+    threshold = loaded.config.decoder.rope.original_max_position_embeddings
+    filler = loaded.tokenizer.encode(" la") * (threshold - len(prompts[0]) - 2)
+    prompts = [prompts[0][:-2] + filler + prompts[0][-2:]]
+    kwargs = dict(max_new_tokens=[6], stop_ids=(), pad_id=PAD, detect_loops=False)
+    greedy = generate(loaded.model, prompts, audio, **kwargs)
+    beam = beam_search(loaded.model, prompts, audio, beam_size=1, **kwargs)
+    assert len(prompts[0]) < threshold < len(prompts[0]) + 6
+    assert [g.tokens for g in beam] == [g.tokens for g in greedy]
+    assert beam[0].avg_logprob == pytest.approx(greedy[0].avg_logprob, abs=1e-5)
