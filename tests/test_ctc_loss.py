@@ -51,8 +51,10 @@ def _compare(module, blank: int, device: str) -> None:
 
 def test_triton_ctc_equals_torch_ctc_in_the_interpreter():
     # Triton's interpreter runs kernels on CPU tensors, but only when TRITON_INTERPRET is set before Triton is
-    # imported (its own reductions are kernels too): a fresh interpreter, blanks first and last
-    pytest.importorskip("triton")
+    # imported (its own reductions are kernels too): a fresh interpreter, blanks first and last. Older
+    # interpreters cannot run a loop bounded by a loaded value (the Triton that comes with torch 2.11 on the GPU
+    # machine fails inside `range`); there the GPU test below checks the compiled kernels instead.
+    pytest.importorskip("triton", minversion="3.9")
     code = ("import sys; sys.path.insert(0, 'tests'); import test_ctc_loss as t; "
             "from speechkit.training import ctc_loss; t._compare(ctc_loss, 0, 'cpu'); t._compare(ctc_loss, 6, 'cpu')")
     done = subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).parents[1], capture_output=True, text=True,
