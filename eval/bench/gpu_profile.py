@@ -2,6 +2,7 @@
 
     python eval/bench/gpu_profile.py --out DIR            # full-size random model, bf16, one GPU
     python eval/bench/gpu_profile.py --out DIR --tiny     # tiny fp32 model on CPU (checks the script)
+    python eval/bench/gpu_profile.py --out DIR --parts encoder   # only the audio tower (also: decode, ttft)
 
 The model, clips and prompt are ``gpu.py``'s (30 s clips, the 100-token allowance). Parts:
 
@@ -33,6 +34,7 @@ from gpu import CLIP_S, NEW_TOKENS, _clips, _decode_step, _first_token, _our_mod
 from torch.autograd import DeviceType
 from torch.profiler import ProfilerActivity, profile
 
+PARTS = ("decode", "ttft", "encoder")
 DECODE_BATCHES = (64, 1)
 ENCODER_BATCH = 64
 TTFT_STAGES = ("features", "encoder", "prefill")  # record_function labels in gpu._first_token
@@ -219,11 +221,14 @@ def run(args: argparse.Namespace) -> dict:
         "prompt_len": prompt_len,
         "parts": {},
     }
-    for batch in DECODE_BATCHES:
-        report["parts"][f"decode_b{batch}"] = decode_part(model, batch, prompt_len, args.steps, args.profile_steps,
-                                                          args.top)  # fmt: skip
-    report["parts"]["ttft_b1"] = ttft_part(model, frontend, clip, args.steps, args.top)
-    report["parts"][f"encoder_b{ENCODER_BATCH}"] = encoder_part(model, frontend, ENCODER_BATCH, 3, args.top)
+    if "decode" in args.parts:
+        for batch in DECODE_BATCHES:
+            report["parts"][f"decode_b{batch}"] = decode_part(model, batch, prompt_len, args.steps,
+                                                              args.profile_steps, args.top)  # fmt: skip
+    if "ttft" in args.parts:
+        report["parts"]["ttft_b1"] = ttft_part(model, frontend, clip, args.steps, args.top)
+    if "encoder" in args.parts:
+        report["parts"][f"encoder_b{ENCODER_BATCH}"] = encoder_part(model, frontend, ENCODER_BATCH, 3, args.top)
     return report
 
 
@@ -234,6 +239,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=20, help="decode steps timed; first-token passes (best of)")
     parser.add_argument("--profile-steps", type=int, default=5, help="decode steps under the profiler (<= --steps)")
     parser.add_argument("--top", type=int, default=30, help="kernels listed per part")
+    parser.add_argument("--parts", nargs="+", choices=PARTS, default=list(PARTS), help="parts to run (default all)")
     args = parser.parse_args()
     if not 1 <= args.profile_steps <= args.steps <= NEW_TOKENS:
         parser.error(f"need 1 <= --profile-steps <= --steps <= {NEW_TOKENS}")

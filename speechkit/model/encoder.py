@@ -69,6 +69,22 @@ class RelativeBias(nn.Module):
         return self.bias_values(rel + self.max_distance).permute(2, 0, 1).unsqueeze(0).contiguous()
 
 
+# elements: SDPA's mem-efficient kernel takes a bias in place only when every stride but the last is a multiple
+# of 16 bytes (8 bf16 values; 16 covers fp32 too), else it pads a copy of it on each call
+BIAS_ALIGNMENT = 16
+
+
+def aligned_rows(bias: torch.Tensor) -> torch.Tensor:
+    """``bias`` (..., L, L) as a view into storage whose rows are padded to a multiple of
+    :data:`BIAS_ALIGNMENT` elements: one copy per encoder pass instead of one per block (a 30 s window has 375
+    keys; at batch 64 on an H200 each of the 24 copies took ~0.2 ms)."""
+    length = bias.shape[-1]
+    padded = -(-length // BIAS_ALIGNMENT) * BIAS_ALIGNMENT
+    if padded == length:
+        return bias
+    return nn.functional.pad(bias, (0, padded - length))[..., :length]
+
+
 class AudioEncoder(nn.Module):
     """Log-mel (B, T, 80) -> (B, ceil(T/8), attention_dim)."""
 
@@ -111,6 +127,7 @@ class AudioEncoder(nn.Module):
         if tok_lengths is not None:
             h = zero_beyond(h, tok_lengths, time_dim=1)
             bias = bias + self._key_mask(tok_lengths, n_windows, window, h.dtype)
+        bias = aligned_rows(bias)
         h = h.reshape(batch * n_windows, window, dim)
         for block in self.encoders:
             h = block(h, bias)

@@ -22,6 +22,20 @@ def zero_beyond(x: torch.Tensor, lengths: torch.Tensor, time_dim: int) -> torch.
     return x * valid.view(shape).to(x.dtype)
 
 
+def _is_pointwise(layer: nn.Module) -> bool:
+    return isinstance(layer, nn.Conv2d) and layer.kernel_size == (1, 1) and layer.groups == 1
+
+
+def channel_mix(h: torch.Tensor, conv: nn.Conv2d) -> torch.Tensor:
+    """A 1x1 ``conv`` over (B, C, T, F) ``h`` as the batched matmul it is: weight (C_out, C) times each item's
+    (C, T * F) -> (B, C_out, T, F). The same sums; on a GPU the conv kernel cuDNN picked for this layout ran
+    these layers at a fraction of the matmul rate (H200, 64 x 30 s clips)."""
+    b, c, t, f = h.shape
+    weight = conv.weight[:, :, 0, 0]
+    out = torch.baddbmm(conv.bias.view(1, -1, 1), weight.expand(b, -1, -1), h.reshape(b, c, t * f))
+    return out.view(b, -1, t, f)
+
+
 class ConvSubsampling(nn.Module):
     """Input (B, T, 80) treated as a 1-channel image (time x mel); both axes strided by 2 per stage.
 
@@ -32,12 +46,13 @@ class ConvSubsampling(nn.Module):
     def __init__(self, config: EncoderConfig) -> None:
         super().__init__()
         ch = config.conv_channels
-        layers: list[nn.Module] = [nn.Conv2d(1, ch, kernel_size=3, stride=2, padding=1), nn.ReLU()]
+        # in-place ReLUs: no second buffer the size of a conv output (64 x 30 s clips: 7.9 GB after the first)
+        layers: list[nn.Module] = [nn.Conv2d(1, ch, kernel_size=3, stride=2, padding=1), nn.ReLU(inplace=True)]
         for _ in range(config.subsampling_stages - 1):
             layers += [
                 nn.Conv2d(ch, ch, kernel_size=3, stride=2, padding=1, groups=ch),
                 nn.Conv2d(ch, ch, kernel_size=1),
-                nn.ReLU(),
+                nn.ReLU(inplace=True),
             ]
         self.conv = nn.Sequential(*layers)
         self.out = nn.Linear(ch * config.subsampled_freq, config.attention_dim)
@@ -65,7 +80,7 @@ class ConvSubsampling(nn.Module):
                 # frame; a padded batch item must see zeros there too, not its own padding.
                 h = zero_beyond(h, lengths, time_dim=2)
                 lengths = stride2_length(lengths)
-            h = layer(h)
+            h = channel_mix(h, layer) if _is_pointwise(layer) else layer(h)
         b, c, t, f = h.shape
         # channel is the slow index of the flattened feature: c * F' + f
         h = self.out(h.transpose(1, 2).reshape(b, t, c * f))
