@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from speechkit.model.config import ENCODER_WINDOW_TOKENS, SpeechModelConfig
+from speechkit.model.encoder import BIAS_ALIGNMENT
 from speechkit.model.loader import load_audio_tower
 from speechkit.testing.compare import relative_error
 from speechkit.testing.reference import port_audio_embedding, port_speech_embeddings
@@ -69,3 +70,17 @@ def test_only_audio_tensors_are_loaded(tower):
     names = set(tower.state_dict())
     assert not any("lora" in n or n.startswith("decoder") for n in names)
     assert "projector.vision_speech.up.weight" in names  # both projectors, as released
+
+
+@pytest.mark.parametrize("frames", [300, 2999, 4500])  # 38 keys, 375 (a 30 s clip), 500-token windows
+def test_blocks_get_an_aligned_bias(tower, frames):
+    # SDPA's mem-efficient kernel copies a bias whose strides are not multiples of 16 bytes, in every block
+    seen = []
+    hook = tower.encoder.encoders[0].self_attn.register_forward_pre_hook(lambda _, args: seen.append(args[1]))
+    try:
+        with torch.no_grad():
+            tower(torch.stack([_features(frames, 1), _features(frames, 2)]), torch.tensor([frames, frames - 40]))
+    finally:
+        hook.remove()
+    (bias,) = seen
+    assert bias.stride(-1) == 1 and all(s % BIAS_ALIGNMENT == 0 for s in bias.stride()[:-1])
