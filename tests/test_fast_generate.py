@@ -157,7 +157,7 @@ def test_warm_up_builds_steps_for_two_batch_sizes(tiny_checkpoint):
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 @pytest.mark.parametrize("batch", [1, 8, STEP_SDPA_FROM_BATCH, 64])
 def test_step_attention_on_gpu_matches_fp32(batch):
-    # the decode step's forms at the released head shapes (written out, then cuDNN on Hopper) against fp32
+    # the decode step's forms at the released head shapes (the Triton kernel, then cuDNN on Hopper) against fp32
     # SDPA, rows hiding different cache tails; bf16 inputs, so the bound is bf16 rounding of the output
     from speechkit.model.attention import grouped_step_attention
 

@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
+from speechkit.model import decode_attention
 from speechkit.model.config import DecoderConfig, LoraConfig
 from speechkit.model.kv_cache import write_slots
 from speechkit.model.lora import LoRALinear
@@ -60,6 +61,10 @@ def build_attention_mask(
 # From this many sequences a decode step's attention runs on an SDPA kernel, below it written out: see
 # :func:`grouped_step_attention`.
 STEP_SDPA_FROM_BATCH = 16
+# Below STEP_SDPA_FROM_BATCH on CUDA with Triton: the step attention as a Triton kernel over this many cache chunks
+# (:mod:`speechkit.model.decode_attention`); 0 = written out. H200, torch 2.11, 30 s prompt, decode tokens/s at batch
+# 1 / 8 in one run: written out 305.4 / 289.6, 1 chunk 297.9 / 289.9, 2 chunks 312.3 / 296.5, 4 chunks 305.6 / 287.6.
+STEP_KERNEL_PARTS = 2
 
 
 def step_on_cudnn(q: Tensor) -> bool:
@@ -82,12 +87,13 @@ def grouped_step_attention(q: Tensor, k: Tensor, v: Tensor, bias: Tensor) -> Ten
 
     Query head h reads KV head h // (H / KV), so the heads of one KV head are consecutive: they become the
     rows of one (group, hd) query per KV head, and the cache is read once. Below :data:`STEP_SDPA_FROM_BATCH`
-    sequences it is written out (logits and softmax in fp32, the weights cast to the value dtype for the
-    second product, as flash kernels do); from there on an SDPA kernel, cuDNN's where :func:`step_on_cudnn`,
-    else the mem-efficient one. Whole decode step on an H200 (torch 2.11, bf16, 486 slots, layers compiled,
-    CUDA graph), written out / cuDNN in one run: batch 1 3.29 / 3.40 ms, 8 3.43 / 3.48, 16 3.72 / 3.63,
-    32 4.28 / 4.07, 64 5.38 (mem-efficient) / 4.89. Written out / mem-efficient, an earlier run: batch 1 3.30 /
-    3.69, 16 3.74 / 3.95, 32 4.45 / 4.31, 64 5.66 / 5.35 (other GPUs: not measured).
+    sequences it is the Triton kernel of :mod:`speechkit.model.decode_attention` on CUDA (see
+    :data:`STEP_KERNEL_PARTS`), else written out (logits and softmax in fp32, the weights cast to the value dtype
+    for the second product, as flash kernels do); from there on an SDPA kernel, cuDNN's where
+    :func:`step_on_cudnn`, else the mem-efficient one. Whole decode step on an H200 (torch 2.11, bf16, 486
+    slots, layers compiled, CUDA graph), written out / cuDNN in one run: batch 1 3.29 / 3.40 ms, 8 3.43 / 3.48,
+    16 3.72 / 3.63, 32 4.28 / 4.07, 64 5.38 (mem-efficient) / 4.89. Written out / mem-efficient, an earlier run:
+    batch 1 3.30 / 3.69, 16 3.74 / 3.95, 32 4.45 / 4.31, 64 5.66 / 5.35 (other GPUs: not measured).
     """
     batch, heads, _, head_dim = q.shape
     kv_heads = k.shape[1]
@@ -98,6 +104,10 @@ def grouped_step_attention(q: Tensor, k: Tensor, v: Tensor, bias: Tensor) -> Ten
                 out = F.scaled_dot_product_attention(grouped, k, v, attn_mask=bias, scale=head_dim**-0.5)
         else:
             out = sdpa(grouped, k, v, attn_mask=bias, scale=head_dim**-0.5)
+        return out.reshape(batch, heads, 1, head_dim)
+    if STEP_KERNEL_PARTS and q.is_cuda and decode_attention.available():
+        out = torch.ops.speechkit.grouped_decode_attention(grouped.contiguous(), k, v, bias.reshape(bias.shape[0], -1),
+                                                           STEP_KERNEL_PARTS)  # fmt: skip
         return out.reshape(batch, heads, 1, head_dim)
     logits = torch.matmul(grouped, k.transpose(-1, -2)).float() * head_dim**-0.5 + bias  # (B, KV, group, S)
     weights = torch.softmax(logits, dim=-1).to(v.dtype)
