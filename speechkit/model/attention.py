@@ -81,14 +81,21 @@ def step_on_cudnn(q: Tensor) -> bool:
     )
 
 
+def step_on_triton(q: Tensor) -> bool:
+    """Whether a decode step below :data:`STEP_SDPA_FROM_BATCH` runs :mod:`speechkit.model.decode_attention`'s
+    kernel for ``q``: CUDA with Triton, on GPUs of compute capability 8 or more (Triton's bf16 products need
+    them; measured on Hopper). Constant-folded under ``torch.compile``."""
+    return q.is_cuda and decode_attention.available() and torch.cuda.get_device_properties(q.device).major >= 8
+
+
 def grouped_step_attention(q: Tensor, k: Tensor, v: Tensor, bias: Tensor) -> Tensor:
     """Attention of one new token per sequence over a KV cache: q (B, H, 1, hd), k and v (B, KV, S, hd),
     ``bias`` (B or 1, 1, 1, S) additive (0 or -inf per slot) -> (B, H, 1, hd).
 
     Query head h reads KV head h // (H / KV), so the heads of one KV head are consecutive: they become the
     rows of one (group, hd) query per KV head, and the cache is read once. Below :data:`STEP_SDPA_FROM_BATCH`
-    sequences it is the Triton kernel of :mod:`speechkit.model.decode_attention` on CUDA (see
-    :data:`STEP_KERNEL_PARTS`), else written out (logits and softmax in fp32, the weights cast to the value dtype
+    sequences it is the Triton kernel of :mod:`speechkit.model.decode_attention` where :func:`step_on_triton`
+    (see :data:`STEP_KERNEL_PARTS`), else written out (logits and softmax in fp32, the weights cast to the value dtype
     for the second product, as flash kernels do); from there on an SDPA kernel, cuDNN's where
     :func:`step_on_cudnn`, else the mem-efficient one. Whole decode step on an H200 (torch 2.11, bf16, 486
     slots, layers compiled, CUDA graph), written out / cuDNN in one run: batch 1 3.29 / 3.40 ms, 8 3.43 / 3.48,
@@ -105,7 +112,7 @@ def grouped_step_attention(q: Tensor, k: Tensor, v: Tensor, bias: Tensor) -> Ten
         else:
             out = sdpa(grouped, k, v, attn_mask=bias, scale=head_dim**-0.5)
         return out.reshape(batch, heads, 1, head_dim)
-    if STEP_KERNEL_PARTS and q.is_cuda and decode_attention.available():
+    if STEP_KERNEL_PARTS and step_on_triton(q):
         out = torch.ops.speechkit.grouped_decode_attention(grouped.contiguous(), k, v, bias.reshape(bias.shape[0], -1),
                                                            STEP_KERNEL_PARTS)  # fmt: skip
         return out.reshape(batch, heads, 1, head_dim)

@@ -5,8 +5,10 @@ matrix products and a softmax kernel, ~11 us a layer at batch 1 on an H200 (sess
 0.25 MB of cache. Here one program per (sequence, KV head, cache chunk) loads the group of query rows once, walks its
 chunk of slots with an online softmax (logits and weights in fp32, the weights cast to the value dtype for the
 second product, as flash kernels do) and writes a partial result; a second kernel merges the chunks. Registered
-as the ``speechkit::grouped_decode_attention`` operator so ``torch.compile`` calls the kernels inside a compiled
-decoder layer (and a CUDA graph captures them).
+as the CUDA operator ``torch.ops.speechkit.grouped_decode_attention``, opaque to ``torch.compile`` (a compiled
+decoder layer calls it, and the decode step's CUDA graph captures its two launches); registered through
+``torch.library.Library``, which, unlike ``torch.library.triton_op``, does not import ``torch._dynamo`` (3 s of a
+CPU transcription's start-up).
 
 Whole decode step, H200, torch 2.11, 30 s prompt, one run: 312.3 tokens/s at batch 1 with 2 chunks against
 305.4 written out (``eval/results/h200/step-kernel-session12.json``). Needs Triton (torch's CUDA wheels bring
@@ -21,7 +23,6 @@ from torch import Tensor
 try:  # without Triton (CPU installs) the decode step keeps its written-out attention
     import triton
     import triton.language as tl
-    from torch.library import triton_op, wrap_triton
 except ImportError:
     triton = None
 
@@ -96,7 +97,6 @@ if triton is not None:  # kernels decorated at import: TRITON_INTERPRET=1 set be
         tl.store(out_ptr + (pair * GROUP + rows[:, None]) * HEAD_DIM + dims[None, :],
                  out.to(out_ptr.dtype.element_ty), mask=rows[:, None] < GROUP)  # fmt: skip
 
-    @triton_op("speechkit::grouped_decode_attention", mutates_args=())
     def grouped_decode_attention(q: Tensor, k: Tensor, v: Tensor, bias: Tensor, parts: int) -> Tensor:
         """q (B, KV, G, hd) query rows grouped by KV head, k and v (B, KV, S, hd) (unit stride along hd),
         ``bias`` (B or 1, S) additive (0 or -inf) -> (B, KV, G, hd) in q's dtype; the cache split into ``parts``
@@ -110,14 +110,19 @@ if triton is not None:  # kernels decorated at import: TRITON_INTERPRET=1 set be
         total = torch.empty_like(top)
         out = torch.empty_like(q)
         bias_sb = bias.stride(0) if bias.shape[0] > 1 else 0
-        wrap_triton(_chunk_kernel)[(batch * kv_heads, parts)](
+        _chunk_kernel[(batch * kv_heads, parts)](
             q, k, v, bias, acc, top, total, q.stride(0), q.stride(1), q.stride(2), k.stride(0), k.stride(1),
             k.stride(2), v.stride(0), v.stride(1), v.stride(2), bias_sb, kv_heads, slots, chunk,
             GROUP=group, ROWS=rows, HEAD_DIM=head_dim, BLOCK=BLOCK_SLOTS,
             PRECISION="ieee" if q.dtype == torch.float32 else "tf32",  # fp32 stays fp32 (no TF32 products)
-            SCALE=head_dim**-0.5,  # a constant: a compiled caller would pass a float argument as fp64
+            SCALE=head_dim**-0.5,
         )
-        wrap_triton(_merge_kernel)[(batch * kv_heads,)](
+        _merge_kernel[(batch * kv_heads,)](
             acc, top, total, out, PARTS=parts, GROUP=group, ROWS=rows, HEAD_DIM=head_dim
         )
         return out
+
+    _LIBRARY = torch.library.Library("speechkit", "DEF")
+    _LIBRARY.define("grouped_decode_attention(Tensor q, Tensor k, Tensor v, Tensor bias, int parts) -> Tensor")
+    _LIBRARY.impl("grouped_decode_attention", grouped_decode_attention, "CUDA")
+    _LIBRARY.impl("grouped_decode_attention", lambda q, k, v, bias, parts: torch.empty_like(q), "Meta")
