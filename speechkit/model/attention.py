@@ -83,9 +83,17 @@ def step_on_cudnn(q: Tensor) -> bool:
 
 def step_on_triton(q: Tensor) -> bool:
     """Whether a decode step below :data:`STEP_SDPA_FROM_BATCH` runs :mod:`speechkit.model.decode_attention`'s
-    kernel for ``q``: CUDA with Triton, on GPUs of compute capability 8 or more (Triton's bf16 products need
-    them; measured on Hopper). Constant-folded under ``torch.compile``."""
-    return q.is_cuda and decode_attention.available() and torch.cuda.get_device_properties(q.device).major >= 8
+    kernel for ``q`` (B, H, 1, hd): CUDA with Triton, on GPUs of compute capability 8 or more (Triton's bf16
+    products need them; measured on Hopper), heads of a power of two from 16 up (the kernel's tile sizes).
+    Constant-folded under ``torch.compile``."""
+    head_dim = q.shape[-1]
+    return (
+        q.is_cuda
+        and decode_attention.available()
+        and head_dim >= 16
+        and head_dim & (head_dim - 1) == 0
+        and torch.cuda.get_device_properties(q.device).major >= 8
+    )
 
 
 def grouped_step_attention(q: Tensor, k: Tensor, v: Tensor, bias: Tensor) -> Tensor:
