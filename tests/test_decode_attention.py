@@ -12,11 +12,12 @@ import torch
 from speechkit.model import decode_attention
 
 
-def compare_with_written_out(device: str = "cpu") -> None:
-    """On the CPU: Rows hiding different cache tails (one sees a single slot), chunks of whole and partial blocks, empty
-    chunks (more chunks than blocks), fp32: the kernel equals the written-out attention to 1e-5."""
+def compare_with_written_out() -> None:
+    """On the CPU, fp32: rows hiding different cache tails (one sees a single slot), chunks of whole and partial
+    blocks, empty chunks (more chunks than blocks): the kernel equals the written-out attention to 1e-5."""
     from speechkit.model.attention import grouped_step_attention
 
+    device = "cpu"
     gen = torch.Generator(device=device).manual_seed(0)
     for batch, slots, parts in ((1, 200, 1), (2, 130, 4), (3, 64, 8), (1, 486, 2)):
         q = torch.randn(batch, 6, 1, 32, generator=gen, device=device)
