@@ -159,9 +159,23 @@ class Attention(nn.Module):
         and attention runs over the first ``kv_len`` slots of the buffer (default: all of it).
         ``group_queries`` (L = 1 with a mask only): see :meth:`speechkit.model.decoder.Decoder.forward`.
         """
-        batch, length, _ = x.shape
+        return self.o_proj(self.attend(self.qkv_proj(x), rope, mask, cache, cache_position, kv_len, group_queries))
+
+    def attend(
+        self,
+        qkv: Tensor,
+        rope: RopeTables,
+        mask: Tensor | None,
+        cache: tuple[Tensor, Tensor] | None = None,
+        cache_position: Tensor | None = None,
+        kv_len: int | None = None,
+        group_queries: bool = False,
+    ) -> Tensor:
+        """The attention between the projections: ``qkv_proj``'s output (B, L, (H + 2 KV) hd) -> the heads' outputs
+        (B, L, H hd), ``o_proj``'s input; arguments as :meth:`forward`'s."""
+        batch, length, _ = qkv.shape
         heads, kv_heads = self.num_heads, self.num_kv_heads
-        qkv = self.qkv_proj(x).view(batch, length, heads + 2 * kv_heads, self.head_dim)
+        qkv = qkv.view(batch, length, heads + 2 * kv_heads, self.head_dim)
         # Q and K heads rotated in one pass: the same elementwise ops, half the kernel launches
         qk = apply_rotary(qkv[:, :, : heads + kv_heads].transpose(1, 2), rope)  # (B, H + KV, L, hd)
         q, k = qk.split([heads, kv_heads], dim=1)  # (B, H, L, hd), (B, KV, L, hd)
@@ -181,4 +195,4 @@ class Attention(nn.Module):
                 scale=self.head_dim**-0.5,
                 enable_gqa=self.num_kv_heads != self.num_heads,
             )  # (B, H, L, hd)
-        return self.o_proj(out.transpose(1, 2).reshape(batch, length, heads * self.head_dim))
+        return out.transpose(1, 2).reshape(batch, length, heads * self.head_dim)

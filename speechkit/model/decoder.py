@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from speechkit.errors import ConfigError
+from speechkit.model import decode_gemv
 from speechkit.model.attention import Attention, build_attention_mask, make_linear
 from speechkit.model.config import DecoderConfig, LoraConfig
 from speechkit.model.kv_cache import KVCache
@@ -76,6 +77,11 @@ class MLP(nn.Module):
         return self.down_proj(up * F.silu(gate))
 
 
+# Batch-1 decode steps (``group_queries``) on CUDA with Triton run each layer as four fused matrix-vector kernels
+# (:mod:`speechkit.model.decode_gemv`) when its products are by dense weights (LoRA merged or off).
+STEP_GEMV = True
+
+
 class DecoderLayer(nn.Module):
     """Pre-norm block: h = x + attn(norm(x)); out = h + mlp(norm(h))."""
 
@@ -96,8 +102,42 @@ class DecoderLayer(nn.Module):
         kv_len: int | None = None,
         group_queries: bool = False,
     ) -> Tensor:
+        if group_queries and (weights := self._gemv_weights(x)) is not None:
+            return self._gemv_step(x, weights, rope, mask, cache, cache_position, kv_len)
         h = x + self.self_attn(self.input_layernorm(x), rope, mask, cache, cache_position, kv_len, group_queries)
         return h + self.mlp(self.post_attention_layernorm(h))
+
+    def _gemv_weights(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor] | None:
+        """The qkv, o, gate_up and down weights when a decode step of ``x`` (B, 1, hidden) runs its products as
+        :mod:`speechkit.model.decode_gemv` kernels (see :data:`STEP_GEMV`), else None. Constant under
+        ``torch.compile``."""
+        if not (STEP_GEMV and x.shape[0] == 1 and x.is_cuda and decode_gemv.available()
+                and torch.cuda.get_device_properties(x.device).major >= 8):  # fmt: skip
+            return None
+        linears = (self.self_attn.qkv_proj, self.self_attn.o_proj, self.mlp.gate_up_proj, self.mlp.down_proj)
+        weights = tuple(m.weight if isinstance(m, nn.Linear) else m.dense_weight() for m in linears)
+        return None if any(w is None for w in weights) else weights
+
+    def _gemv_step(
+        self,
+        x: Tensor,
+        weights: tuple[Tensor, Tensor, Tensor, Tensor],
+        rope: RopeTables,
+        mask: Tensor,
+        cache: tuple[Tensor, Tensor],
+        cache_position: Tensor,
+        kv_len: int | None,
+    ) -> Tensor:
+        """:meth:`forward` of one token in four fused matrix-vector kernels: both norms go into the products they
+        feed, the SiLU gate into gate_up's, both residual adds into o's and down's."""
+        qkv_weight, o_weight, gate_up_weight, down_weight = weights
+        linear = torch.ops.speechkit.decode_linear
+        first, second = self.input_layernorm, self.post_attention_layernorm
+        qkv = linear(x, qkv_weight, first.weight, first.eps, None, False)
+        h = linear(self.self_attn.attend(qkv, rope, mask, cache, cache_position, kv_len, True), o_weight, None, 0.0,
+                   x, False)  # fmt: skip
+        act = linear(h, gate_up_weight, second.weight, second.eps, None, True)
+        return linear(act, down_weight, None, 0.0, h, False)
 
 
 class Decoder(nn.Module):

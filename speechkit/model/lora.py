@@ -78,6 +78,10 @@ class LoRALinear(nn.Module):
             out = out + F.linear(F.linear(x, self.lora_a), self.lora_b) * self.scale
         return out
 
+    def dense_weight(self) -> Tensor | None:
+        """The (out, in) weight when the layer is a product by it alone (merged, or the adapter off), else None."""
+        return self.weight if self.mode == "merged" or not self._enabled else None
+
     @torch.no_grad()
     def merge_(self) -> None:
         """Fold the adapter into ``weight`` (fp32 merge, one rounding) and drop ``lora_a``/``lora_b``."""

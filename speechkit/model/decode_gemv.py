@@ -1,0 +1,118 @@
+"""A batch-1 decode step's weight products as Triton matrix-vector kernels, with the neighbouring elementwise work
+fused in.
+
+At one token a decoder layer's four products read its weights once (1.6 ms of an H200's 4.8 TB/s for the 7.7 GB
+of a step) and cuBLAS reaches 1.9-3.8 TB/s on them; a plain kernel with one program per few output rows, each
+walking the input dimension in wide tiles, reads 2.8-4.0 TB/s (``eval/bench/step_gemv.py``, H200, 32 weight copies
+per CUDA graph, us per product cuBLAS / here: qkv 10.9 / 9.6, o 10.2 / 6.8, gate_up 26.2 / 25.3, down 18.5 / 14.2).
+The same kernel takes the layer's other small kernels into it:
+
+- ``norm_weight``: the input is RMS-normalised first, as :class:`speechkit.model.decoder.RMSNorm` (fp32, rounded to
+  the input dtype, then times the weight), each program summing the squares itself (a 3072-wide vector);
+- ``gated``: the weight's rows are ``gate_up_proj``'s (gate, then up), the output up * SiLU(gate);
+- ``residual``: the output is residual + product (the layer's skip connections).
+
+Every intermediate is rounded to the input dtype where the unfused layer rounds it (the product, SiLU, the gated
+product, the sum), so results differ from the layer's only in the product's summation order. Registered as the CUDA
+operator ``torch.ops.speechkit.decode_linear`` with a meta kernel, opaque to ``torch.compile`` as
+:mod:`speechkit.model.decode_attention`'s; :func:`available` says whether Triton is there.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+try:  # without Triton (CPU installs) the decode step keeps its cuBLAS products
+    import triton
+    import triton.language as tl
+except ImportError:
+    triton = None
+
+
+def available() -> bool:
+    return triton is not None
+
+
+def tile(rows_out: int, width: int, gated: bool) -> tuple[int, int, int]:
+    """(output rows, input columns, warps) per program: the fastest of 12 tiles in ``eval/bench/step_gemv.py`` at
+    the released shapes (H200): gated 8 x 512, 4 warps; qkv (5120 x 3072) 4 x 512, 4; LM head (200064 x 3072) 16 x
+    1024, 8; o (3072 x 3072) and down (3072 x 8192) 8 x 1024, 8. Columns shrink to the input width on small models."""
+    if gated:
+        rows, columns, warps = 8, 512, 4
+    elif rows_out > 65536:
+        rows, columns, warps = 16, 1024, 8
+    elif rows_out > width:
+        rows, columns, warps = 4, 512, 4
+    else:
+        rows, columns, warps = 8, 1024, 8
+    return rows, min(columns, triton.next_power_of_2(width)), warps
+
+
+if triton is not None:  # kernels decorated at import: TRITON_INTERPRET=1 set before it runs them on the CPU
+
+    @triton.jit
+    def _gemv_kernel(w_ptr, x_ptr, norm_ptr, residual_ptr, y_ptr, rows_out, width, eps,
+                     BLOCK_ROWS: tl.constexpr, BLOCK_COLS: tl.constexpr, NORM: tl.constexpr, GATED: tl.constexpr,
+                     RESIDUAL: tl.constexpr):  # fmt: skip
+        """y[rows] for BLOCK_ROWS output rows: W (rows_out or 2 x rows_out gated, width) row-major, x (width,)."""
+        dtype = y_ptr.dtype.element_ty
+        rows = tl.program_id(0) * BLOCK_ROWS + tl.arange(0, BLOCK_ROWS)
+        live = rows < rows_out
+        if NORM:
+            squares = tl.zeros((BLOCK_COLS,), tl.float32)
+            for first in range(0, width, BLOCK_COLS):
+                cols = first + tl.arange(0, BLOCK_COLS)
+                x = tl.load(x_ptr + cols, mask=cols < width, other=0.0).to(tl.float32)
+                squares += x * x
+            inv_rms = 1.0 / tl.sqrt(tl.sum(squares, 0) / width + eps)
+        acc = tl.zeros((BLOCK_ROWS, BLOCK_COLS), tl.float32)
+        if GATED:
+            acc_up = tl.zeros((BLOCK_ROWS, BLOCK_COLS), tl.float32)
+        for first in range(0, width, BLOCK_COLS):
+            cols = first + tl.arange(0, BLOCK_COLS)
+            inside = cols < width
+            x = tl.load(x_ptr + cols, mask=inside, other=0.0)
+            if NORM:
+                normed = (x.to(tl.float32) * inv_rms).to(dtype).to(tl.float32)
+                x = (tl.load(norm_ptr + cols, mask=inside, other=0.0).to(tl.float32) * normed).to(dtype)
+            x = x.to(tl.float32)[None, :]
+            offsets = rows[:, None] * width + cols[None, :]
+            both = live[:, None] & inside[None, :]
+            acc += tl.load(w_ptr + offsets, mask=both, other=0.0).to(tl.float32) * x
+            if GATED:
+                acc_up += tl.load(w_ptr + rows_out * width + offsets, mask=both, other=0.0).to(tl.float32) * x
+        y = tl.sum(acc, 1).to(dtype)
+        if GATED:
+            gate = y.to(tl.float32)
+            silu = (gate / (1.0 + tl.exp(-gate))).to(dtype).to(tl.float32)
+            y = (tl.sum(acc_up, 1).to(dtype).to(tl.float32) * silu).to(dtype)
+        if RESIDUAL:
+            y = (tl.load(residual_ptr + rows, mask=live, other=0.0).to(tl.float32) + y.to(tl.float32)).to(dtype)
+        tl.store(y_ptr + rows, y, mask=live)
+
+    def decode_linear(x: Tensor, weight: Tensor, norm_weight: Tensor | None, eps: float, residual: Tensor | None,
+                      gated: bool) -> Tensor:  # fmt: skip
+        """One token's x (..., width) (one row in all) times ``weight`` (out, width) -> (..., out) in x's dtype, or
+        (..., out / 2) ``gated``; ``norm_weight`` (width,) RMS-normalises x first (``eps`` added to the mean
+        square), ``residual`` (..., out) is added to the product (see the module docstring)."""
+        x, residual = x.contiguous(), None if residual is None else residual.contiguous()
+        rows_out = weight.shape[0] // 2 if gated else weight.shape[0]
+        width = weight.shape[1]
+        y = x.new_empty(*x.shape[:-1], rows_out)
+        rows, columns, warps = tile(rows_out, width, gated)
+        _gemv_kernel[(triton.cdiv(rows_out, rows),)](
+            weight, x, x if norm_weight is None else norm_weight, x if residual is None else residual, y,
+            rows_out, width, eps, BLOCK_ROWS=rows, BLOCK_COLS=columns, NORM=norm_weight is not None, GATED=gated,
+            RESIDUAL=residual is not None, num_warps=warps,
+        )  # fmt: skip
+        return y
+
+    def _decode_linear_meta(x, weight, norm_weight, eps, residual, gated):
+        return x.new_empty(*x.shape[:-1], weight.shape[0] // 2 if gated else weight.shape[0])
+
+    _LIBRARY = torch.library.Library("speechkit", "FRAGMENT")
+    _LIBRARY.define("decode_linear(Tensor x, Tensor weight, Tensor? norm_weight, float eps, Tensor? residual, "
+                    "bool gated) -> Tensor")  # fmt: skip
+    _LIBRARY.impl("decode_linear", decode_linear, "CUDA")
+    _LIBRARY.impl("decode_linear", _decode_linear_meta, "Meta")

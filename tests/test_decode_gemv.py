@@ -1,0 +1,90 @@
+"""The batch-1 decode step's fused matrix-vector kernels against the written-out layer (Triton's interpreter on the
+CPU, an sm_90 compile check without a GPU; on a GPU the fast-path tests of tests/test_fast_generate.py and
+tests/test_gpu_parity.py run them)."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from speechkit.model import decode_gemv
+
+
+def compare_with_written_out() -> None:
+    """On the CPU, fp32: each fused form of the kernel equals the products it replaces to 1e-5, at widths that are
+    and are not multiples of the tile, then a whole decoder layer's step through the kernels equals its own
+    forward."""
+    from speechkit.model.decoder import RMSNorm
+
+    gen = torch.Generator().manual_seed(0)
+    for rows_out, width in ((37, 200), (64, 1024), (5, 1500)):
+        x = torch.randn(1, 1, width, generator=gen)
+        weight = torch.randn(rows_out, width, generator=gen) * width**-0.5
+        gate_up = torch.randn(2 * rows_out, width, generator=gen) * width**-0.5
+        residual = torch.randn(1, 1, rows_out, generator=gen)
+        norm = RMSNorm(width, eps=1e-5)
+        norm.weight.data = torch.rand(width, generator=gen) + 0.5
+        gate, up = F.linear(x, gate_up).chunk(2, dim=-1)
+        cases = (
+            (decode_gemv.decode_linear(x, weight, None, 0.0, None, False), F.linear(x, weight)),
+            (decode_gemv.decode_linear(x, weight, norm.weight, 1e-5, None, False), F.linear(norm(x), weight)),
+            (decode_gemv.decode_linear(x, gate_up, None, 0.0, None, True), up * F.silu(gate)),
+            (decode_gemv.decode_linear(x, weight, None, 0.0, residual, False), residual + F.linear(x, weight)),
+        )
+        for ours, ref in cases:
+            torch.testing.assert_close(ours, ref, rtol=1e-5, atol=1e-5)
+
+    # the layer: the operator's CPU kernel is registered here only (the package registers CUDA)
+    library = torch.library.Library("speechkit", "IMPL")
+    library.impl("decode_linear", decode_gemv.decode_linear, "CPU")
+    from speechkit.testing.checkpoint import random_speech_model, tiny_config
+
+    decoder = random_speech_model(tiny_config(), 200011, device="cpu", dtype=torch.float32).decoder
+    decoder.merge_lora_()  # as the decode step runs it: every weight and norm random, the adapter folded in
+    cache = decoder.allocate_cache(1, 16)
+    ids = torch.randint(0, 100, (1, 11), generator=gen)
+    with torch.no_grad():
+        decoder(decoder.embed(ids[:, :10]), torch.arange(10)[None], cache=cache, prefill=True)
+        mask = torch.zeros(1, 1, 1, 16)
+        rope = decoder.rope.tables(torch.tensor([[10]]), decoder.regime_for(11), torch.float32)
+        layer, kv, slot = decoder.layers[0], cache.layer(0), torch.tensor([10])
+        x = decoder.embed(ids[:, 10:])
+        weights = tuple(m.dense_weight() for m in (layer.self_attn.qkv_proj, layer.self_attn.o_proj,
+                                                   layer.mlp.gate_up_proj, layer.mlp.down_proj))  # fmt: skip
+        ours = layer._gemv_step(x, weights, rope, mask, kv, slot, None)
+        ref = layer(x, rope, mask, kv, slot, None, True)
+    torch.testing.assert_close(ours, ref, rtol=1e-5, atol=1e-5)
+
+
+def test_kernel_equals_the_written_out_products_in_the_interpreter():
+    # TRITON_INTERPRET must be set before Triton is imported: a fresh interpreter
+    pytest.importorskip("triton", minversion="3.9")
+    code = "import sys; sys.path.insert(0, 'tests'); import test_decode_gemv as t; t.compare_with_written_out()"
+    done = subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).parents[1], capture_output=True, text=True,
+                          env=os.environ | {"TRITON_INTERPRET": "1"}, timeout=300)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+
+
+@pytest.mark.parametrize("norm, gated, residual", [(True, False, False), (False, False, True), (True, True, False)])
+def test_kernel_compiles_for_hopper(norm, gated, residual):
+    triton = pytest.importorskip("triton")
+    from triton.backends.compiler import GPUTarget
+    from triton.compiler import ASTSource
+
+    constexprs = {"BLOCK_ROWS": 8, "BLOCK_COLS": 512, "NORM": norm, "GATED": gated, "RESIDUAL": residual}
+    signature = dict.fromkeys(("w_ptr", "x_ptr", "norm_ptr", "residual_ptr", "y_ptr"), "*bf16")
+    signature |= {"rows_out": "i32", "width": "i32", "eps": "fp32"} | dict.fromkeys(constexprs, "constexpr")
+    source = ASTSource(fn=decode_gemv._gemv_kernel, signature=signature, constexprs=constexprs)
+    assert "cubin" in triton.compile(source, target=GPUTarget("cuda", 90, 32)).asm
+
+
+def test_tiles_fit_the_input_width():
+    pytest.importorskip("triton")
+    assert decode_gemv.tile(3072, 8192, False) == (8, 1024, 8)
+    assert decode_gemv.tile(5120, 3072, False) == (4, 512, 4)
+    assert decode_gemv.tile(8192, 3072, True) == (8, 512, 4)
+    assert decode_gemv.tile(48, 100, False)[1] == 128
