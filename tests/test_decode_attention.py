@@ -28,7 +28,7 @@ def compare_with_written_out() -> None:
             bias[1, ..., slots // 2 :] = float("-inf")
         ref = grouped_step_attention(q, k, v, bias)
         out = decode_attention.grouped_decode_attention(q.reshape(batch, 2, 3, 32), k, v, bias.reshape(batch, slots),
-                                                        parts, [])  # fmt: skip
+                                                        parts)  # fmt: skip
         torch.testing.assert_close(out.reshape(ref.shape), ref, rtol=1e-5, atol=1e-5)
 
 
@@ -49,14 +49,11 @@ def test_kernels_compile_for_hopper():
     chunk = {"q_ptr": "*bf16", "k_ptr": "*bf16", "v_ptr": "*bf16", "bias_ptr": "*bf16", "acc_ptr": "*fp32",
              "max_ptr": "*fp32", "sum_ptr": "*fp32"} | dict.fromkeys(
         ("q_sb", "q_sh", "q_sg", "k_sb", "k_sh", "k_ss", "v_sb", "v_sh", "v_ss", "bias_sb", "kv_heads", "slots",
-         "chunk"), "i32") | {"p0_ptr": "*bf16", "p0_bytes": "i64", "p1_ptr": "*bf16", "p1_bytes": "i64",
-                             "p2_ptr": "*bf16", "p2_bytes": "i64"}  # fmt: skip
+         "chunk"), "i32")  # fmt: skip
     sizes = {"GROUP": 3, "ROWS": 16, "HEAD_DIM": 128}
     merge = {"acc_ptr": "*fp32", "max_ptr": "*fp32", "sum_ptr": "*fp32", "out_ptr": "*bf16"}
     for kernel, signature, constexprs in (
-        *((decode_attention._chunk_kernel, chunk,
-           sizes | {"BLOCK": 64, "PRECISION": "tf32", "SCALE": 128**-0.5, "PREFETCH": prefetch})
-          for prefetch in (False, True)),  # fmt: skip
+        (decode_attention._chunk_kernel, chunk, sizes | {"BLOCK": 64, "PRECISION": "tf32", "SCALE": 128**-0.5}),
         (decode_attention._merge_kernel, merge, sizes | {"PARTS": 4}),
     ):
         signature = signature | dict.fromkeys(constexprs, "constexpr")

@@ -96,22 +96,19 @@ def step_on_triton(q: Tensor) -> bool:
     )
 
 
-def grouped_step_attention(
-    q: Tensor, k: Tensor, v: Tensor, bias: Tensor, prefetch: list[Tensor] | None = None
-) -> Tensor:
-    """Attention of one new token per sequence over a KV cache: q (B, H, 1, hd), k and v (B, KV, S, hd), ``bias`` (B or
-    1, 1, 1, S) additive (0 or -inf per slot) -> (B, H, 1, hd).
+def grouped_step_attention(q: Tensor, k: Tensor, v: Tensor, bias: Tensor) -> Tensor:
+    """Attention of one new token per sequence over a KV cache: q (B, H, 1, hd), k and v (B, KV, S, hd),
+    ``bias`` (B or 1, 1, 1, S) additive (0 or -inf per slot) -> (B, H, 1, hd).
 
-    Query head h reads KV head h // (H / KV), so the heads of one KV head are consecutive: they become the rows of
-    one (group, hd) query per KV head, and the cache is read once. Below :data:`STEP_SDPA_FROM_BATCH` sequences it
-    is the Triton kernel of :mod:`speechkit.model.decode_attention` where :func:`step_on_triton` (see
-    :data:`STEP_KERNEL_PARTS`), else written out (logits and softmax in fp32, the weights cast to the value dtype
-    for the second product, as flash kernels do); from there on an SDPA kernel, cuDNN's where :func:`step_on_cudnn`,
-    else the mem-efficient one. ``prefetch``: contiguous weights the Triton kernel pulls into L2 while it runs (see
-    :func:`speechkit.model.decode_attention.grouped_decode_attention`). Whole decode step on an H200 (torch 2.11,
-    bf16, 486 slots, layers compiled, CUDA graph), written out / cuDNN in one run: batch 1 3.29 / 3.40 ms, 8 3.43 /
-    3.48, 16 3.72 / 3.63, 32 4.28 / 4.07, 64 5.38 (mem-efficient) / 4.89. Written out / mem-efficient, an earlier
-    run: batch 1 3.30 / 3.69, 16 3.74 / 3.95, 32 4.45 / 4.31, 64 5.66 / 5.35 (other GPUs: not measured).
+    Query head h reads KV head h // (H / KV), so the heads of one KV head are consecutive: they become the
+    rows of one (group, hd) query per KV head, and the cache is read once. Below :data:`STEP_SDPA_FROM_BATCH`
+    sequences it is the Triton kernel of :mod:`speechkit.model.decode_attention` where :func:`step_on_triton`
+    (see :data:`STEP_KERNEL_PARTS`), else written out (logits and softmax in fp32, the weights cast to the value dtype
+    for the second product, as flash kernels do); from there on an SDPA kernel, cuDNN's where
+    :func:`step_on_cudnn`, else the mem-efficient one. Whole decode step on an H200 (torch 2.11, bf16, 486
+    slots, layers compiled, CUDA graph), written out / cuDNN in one run: batch 1 3.29 / 3.40 ms, 8 3.43 / 3.48,
+    16 3.72 / 3.63, 32 4.28 / 4.07, 64 5.38 (mem-efficient) / 4.89. Written out / mem-efficient, an earlier run:
+    batch 1 3.30 / 3.69, 16 3.74 / 3.95, 32 4.45 / 4.31, 64 5.66 / 5.35 (other GPUs: not measured).
     """
     batch, heads, _, head_dim = q.shape
     kv_heads = k.shape[1]
@@ -125,7 +122,7 @@ def grouped_step_attention(
         return out.reshape(batch, heads, 1, head_dim)
     if STEP_KERNEL_PARTS and step_on_triton(q):
         out = torch.ops.speechkit.grouped_decode_attention(grouped.contiguous(), k, v, bias.reshape(bias.shape[0], -1),
-                                                           STEP_KERNEL_PARTS, prefetch or [])  # fmt: skip
+                                                           STEP_KERNEL_PARTS)  # fmt: skip
         return out.reshape(batch, heads, 1, head_dim)
     logits = torch.matmul(grouped, k.transpose(-1, -2)).float() * head_dim**-0.5 + bias  # (B, KV, group, S)
     weights = torch.softmax(logits, dim=-1).to(v.dtype)
@@ -173,11 +170,9 @@ class Attention(nn.Module):
         cache_position: Tensor | None = None,
         kv_len: int | None = None,
         group_queries: bool = False,
-        prefetch: list[Tensor] | None = None,
     ) -> Tensor:
         """The attention between the projections: ``qkv_proj``'s output (B, L, (H + 2 KV) hd) -> the heads' outputs
-        (B, L, H hd), ``o_proj``'s input; arguments as :meth:`forward`'s, and ``prefetch`` as
-        :func:`grouped_step_attention`'s."""
+        (B, L, H hd), ``o_proj``'s input; arguments as :meth:`forward`'s."""
         batch, length, _ = qkv.shape
         heads, kv_heads = self.num_heads, self.num_kv_heads
         qkv = qkv.view(batch, length, heads + 2 * kv_heads, self.head_dim)
@@ -191,7 +186,7 @@ class Attention(nn.Module):
                 k, v = k[:, :, :kv_len], v[:, :, :kv_len]
         if group_queries:
             assert length == 1 and mask is not None
-            out = grouped_step_attention(q, k, v, mask, prefetch)
+            out = grouped_step_attention(q, k, v, mask)
         else:
             out = sdpa(
                 q, k, v,

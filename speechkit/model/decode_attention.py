@@ -30,56 +30,22 @@ BLOCK_SLOTS = 64  # cache slots per inner iteration
 MIN_GROUP_ROWS = 16  # tl.dot's smallest row count: the group's query rows are padded up to it
 
 
-PREFETCH_BYTES = 16384  # bytes per L2 prefetch instruction
-PREFETCH_LANES = 32  # prefetch instructions a program issues at once
-
-
 def available() -> bool:
     return triton is not None
 
 
-def can_prefetch(q: Tensor) -> bool:
-    """Whether the kernel can prefetch into L2 on ``q``'s device: Hopper's bulk prefetch (compute capability 9+)."""
-    return q.is_cuda and torch.cuda.get_device_properties(q.device).major >= 9
-
-
 if triton is not None:  # kernels decorated at import: TRITON_INTERPRET=1 set before it runs them on the CPU
-    _PIECE = tl.constexpr(PREFETCH_BYTES)
-    _LANES = tl.constexpr(PREFETCH_LANES)
-
-    @triton.jit
-    def _prefetch_l2(ptr, nbytes, program, programs):
-        """Program ``program`` of ``programs`` asks for its share of ``nbytes`` bytes at ``ptr`` (16-byte aligned,
-        a multiple of 16) to be brought into L2: Hopper's bulk prefetch, one instruction per PREFETCH_BYTES, which
-        returns at once (the copy proceeds while the kernel runs and after it ends)."""
-        base = ptr.to(tl.pointer_type(tl.int8))
-        pieces = tl.cdiv(nbytes, _PIECE)
-        for first in range(program, pieces, programs * _LANES):
-            piece = first + tl.arange(0, _LANES).to(tl.int64) * programs
-            offsets = piece * _PIECE
-            size = tl.where(piece < pieces, tl.minimum(nbytes - offsets, _PIECE), 0).to(tl.int32)
-            tl.inline_asm_elementwise(
-                "{ .reg .pred p; setp.gt.s32 p, $2, 0; @p cp.async.bulk.prefetch.L2.global [$1], $2; mov.u32 $0, 0; }",
-                "=r,l,r", [base + offsets, size], dtype=tl.int32, is_pure=False, pack=1,
-            )  # fmt: skip
 
     @triton.jit
     def _chunk_kernel(q_ptr, k_ptr, v_ptr, bias_ptr, acc_ptr, max_ptr, sum_ptr,
                       q_sb, q_sh, q_sg, k_sb, k_sh, k_ss, v_sb, v_sh, v_ss, bias_sb,
-                      kv_heads, slots, chunk, p0_ptr, p0_bytes, p1_ptr, p1_bytes, p2_ptr, p2_bytes,
-                      GROUP: tl.constexpr, ROWS: tl.constexpr, HEAD_DIM: tl.constexpr, BLOCK: tl.constexpr,
-                      PRECISION: tl.constexpr, SCALE: tl.constexpr, PREFETCH: tl.constexpr):  # fmt: skip
+                      kv_heads, slots, chunk, GROUP: tl.constexpr, ROWS: tl.constexpr, HEAD_DIM: tl.constexpr,
+                      BLOCK: tl.constexpr, PRECISION: tl.constexpr, SCALE: tl.constexpr):  # fmt: skip
         """One (sequence, KV head) and one chunk of ``chunk`` slots: unnormalised output rows, their running
-        max and sum of weights, into the partial buffers (chunk-major after the (sequence, KV head) index).
-        ``PREFETCH``: first, the programs share out L2 prefetches of the three regions (``p*_ptr``, ``p*_bytes``)."""
+        max and sum of weights, into the partial buffers (chunk-major after the (sequence, KV head) index)."""
         pair = tl.program_id(0)
         part = tl.program_id(1)
         parts = tl.num_programs(1)
-        if PREFETCH:
-            program, programs = pair * parts + part, tl.num_programs(0) * parts
-            _prefetch_l2(p0_ptr, p0_bytes, program, programs)
-            _prefetch_l2(p1_ptr, p1_bytes, program, programs)
-            _prefetch_l2(p2_ptr, p2_bytes, program, programs)
         batch = pair // kv_heads
         head = pair % kv_heads
         rows = tl.arange(0, ROWS)
@@ -131,17 +97,10 @@ if triton is not None:  # kernels decorated at import: TRITON_INTERPRET=1 set be
         tl.store(out_ptr + (pair * GROUP + rows[:, None]) * HEAD_DIM + dims[None, :],
                  out.to(out_ptr.dtype.element_ty), mask=rows[:, None] < GROUP)  # fmt: skip
 
-    def grouped_decode_attention(q: Tensor, k: Tensor, v: Tensor, bias: Tensor, parts: int,
-                                 prefetch: list[Tensor]) -> Tensor:  # fmt: skip
+    def grouped_decode_attention(q: Tensor, k: Tensor, v: Tensor, bias: Tensor, parts: int) -> Tensor:
         """q (B, KV, G, hd) query rows grouped by KV head, k and v (B, KV, S, hd) (unit stride along hd),
         ``bias`` (B or 1, S) additive (0 or -inf) -> (B, KV, G, hd) in q's dtype; the cache split into ``parts``
-        chunks (a power of two) of whole :data:`BLOCK_SLOTS` blocks, one program each. ``prefetch``: up to
-        three contiguous tensors (the next products' weights) to pull into L2 meanwhile, on GPUs that can
-        (:func:`can_prefetch`); elsewhere ignored."""
-        prefetch = [t for t in prefetch if t.numel()] if can_prefetch(q) else []
-        if len(prefetch) > 3 or any(not t.is_contiguous() or t.nbytes % 16 or t.data_ptr() % 16 for t in prefetch):
-            raise ValueError("prefetch takes up to three contiguous tensors of 16-byte multiples")
-        regions = [x for t in prefetch for x in (t, t.nbytes)] + [q, 0] * (3 - len(prefetch))
+        chunks (a power of two) of whole :data:`BLOCK_SLOTS` blocks, one program each."""
         batch, kv_heads, group, head_dim = q.shape
         slots = k.shape[2]
         rows = max(MIN_GROUP_ROWS, triton.next_power_of_2(group))
@@ -153,10 +112,10 @@ if triton is not None:  # kernels decorated at import: TRITON_INTERPRET=1 set be
         bias_sb = bias.stride(0) if bias.shape[0] > 1 else 0
         _chunk_kernel[(batch * kv_heads, parts)](
             q, k, v, bias, acc, top, total, q.stride(0), q.stride(1), q.stride(2), k.stride(0), k.stride(1),
-            k.stride(2), v.stride(0), v.stride(1), v.stride(2), bias_sb, kv_heads, slots, chunk, *regions,
+            k.stride(2), v.stride(0), v.stride(1), v.stride(2), bias_sb, kv_heads, slots, chunk,
             GROUP=group, ROWS=rows, HEAD_DIM=head_dim, BLOCK=BLOCK_SLOTS,
             PRECISION="ieee" if q.dtype == torch.float32 else "tf32",  # fp32 stays fp32 (no TF32 products)
-            SCALE=head_dim**-0.5, PREFETCH=bool(prefetch),
+            SCALE=head_dim**-0.5,
         )
         _merge_kernel[(batch * kv_heads,)](
             acc, top, total, out, PARTS=parts, GROUP=group, ROWS=rows, HEAD_DIM=head_dim
@@ -164,7 +123,6 @@ if triton is not None:  # kernels decorated at import: TRITON_INTERPRET=1 set be
         return out
 
     _LIBRARY = torch.library.Library("speechkit", "DEF")
-    _LIBRARY.define("grouped_decode_attention(Tensor q, Tensor k, Tensor v, Tensor bias, int parts, "
-                    "Tensor[] prefetch) -> Tensor")  # fmt: skip
+    _LIBRARY.define("grouped_decode_attention(Tensor q, Tensor k, Tensor v, Tensor bias, int parts) -> Tensor")
     _LIBRARY.impl("grouped_decode_attention", grouped_decode_attention, "CUDA")
-    _LIBRARY.impl("grouped_decode_attention", lambda q, k, v, bias, parts, prefetch: torch.empty_like(q), "Meta")
+    _LIBRARY.impl("grouped_decode_attention", lambda q, k, v, bias, parts: torch.empty_like(q), "Meta")

@@ -80,9 +80,6 @@ class MLP(nn.Module):
 # Batch-1 decode steps (``group_queries``) on CUDA with Triton run each layer as four fused matrix-vector kernels
 # (:mod:`speechkit.model.decode_gemv`) when its products are by dense weights (LoRA merged or off).
 STEP_GEMV = True
-# ... and their attention kernel pulls o_proj's weight and this many bytes of gate_up_proj's first rows (gate and up
-# alike) into L2 while it runs (Hopper; a layer's attention leaves DRAM idle for ~11 us at batch 1). -1: no prefetch.
-STEP_PREFETCH_BYTES = 16 << 20
 
 
 class DecoderLayer(nn.Module):
@@ -137,13 +134,8 @@ class DecoderLayer(nn.Module):
         linear = torch.ops.speechkit.decode_linear
         first, second = self.input_layernorm, self.post_attention_layernorm
         qkv = linear(x, qkv_weight, first.weight, first.eps, None, False)
-        prefetch = None
-        if STEP_PREFETCH_BYTES >= 0:
-            inter, width = gate_up_weight.shape[0] // 2, gate_up_weight.shape[1]
-            ahead = min(inter, STEP_PREFETCH_BYTES // (2 * width * gate_up_weight.element_size()))
-            prefetch = [o_weight, gate_up_weight[:ahead], gate_up_weight[inter : inter + ahead]]  # gate, up rows
-        attended = self.self_attn.attend(qkv, rope, mask, cache, cache_position, kv_len, True, prefetch)
-        h = linear(attended, o_weight, None, 0.0, x, False)
+        h = linear(self.self_attn.attend(qkv, rope, mask, cache, cache_position, kv_len, True), o_weight, None, 0.0,
+                   x, False)  # fmt: skip
         act = linear(h, gate_up_weight, second.weight, second.eps, None, True)
         return linear(act, down_weight, None, 0.0, h, False)
 
