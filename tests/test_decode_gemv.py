@@ -88,3 +88,30 @@ def test_tiles_fit_the_input_width():
     assert decode_gemv.tile(5120, 3072, False) == (4, 512, 4)
     assert decode_gemv.tile(8192, 3072, True) == (8, 512, 4)
     assert decode_gemv.tile(48, 100, False)[1] == 128
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("shape, norm, gated, residual", [((5120, 3072), True, False, False),
+                                                          ((3072, 3072), False, False, True),
+                                                          ((16384, 3072), True, True, False),
+                                                          ((3072, 8192), False, False, True)])  # fmt: skip
+def test_kernel_on_gpu_matches_fp32_at_the_released_shapes(shape, norm, gated, residual):
+    # bf16 inputs and output: the bound is the output's bf16 rounding (the unfused layer's own error)
+    gen = torch.Generator(device="cuda").manual_seed(shape[0])
+    rows, width = shape
+    w = (torch.randn(rows, width, generator=gen, device="cuda") * width**-0.5).bfloat16()
+    x = torch.randn(1, 1, width, generator=gen, device="cuda").bfloat16()
+    g = (torch.rand(width, generator=gen, device="cuda") + 0.5).bfloat16() if norm else None
+    r = torch.randn(1, 1, rows, generator=gen, device="cuda").bfloat16() if residual else None
+    xf = x.float()
+    if norm:
+        xf = g.float() * F.rms_norm(xf, (width,), eps=1e-5)
+    ref = F.linear(xf, w.float())
+    if gated:
+        gate, up = ref.chunk(2, dim=-1)
+        ref = up * F.silu(gate)
+    if residual:
+        ref = ref + r.float()
+    out = torch.ops.speechkit.decode_linear(x, w, g, 1e-5, r, gated).float()
+    assert ((out - ref).abs().max() / ref.abs().max()).item() <= 1e-2

@@ -136,11 +136,20 @@ def test_whole_model_full_size_fp32_and_bf16(fp32_pair):
 
 @torch.no_grad()
 def test_fast_path_matches_plain_bf16(fp32_pair):
-    """The CUDA-graph decode step, teacher-forced on a fixed 64-token continuation, vs one plain forward."""
-    from speechkit.inference.fast_generate import DecodeStep
-
+    """The CUDA-graph decode step, teacher-forced on a fixed 64-token continuation, vs one plain forward: with the
+    speech LoRA unmerged (cuBLAS products; skipped once an earlier test merged it) and merged (the loader's default:
+    the batch-1 step's fused matrix-vector kernels)."""
     _, _, ours, _ = fp32_pair
     model = ours.to(torch.bfloat16)  # the fp32 tests above have run; bf16 from here on
+    if model.decoder.lora_state == "unmerged":
+        _fast_vs_plain(model, "unmerged LoRA")
+        model.decoder.merge_lora_()
+    _fast_vs_plain(model, "merged LoRA")
+
+
+def _fast_vs_plain(model, name: str) -> None:
+    from speechkit.inference.fast_generate import DecodeStep
+
     feats = _features(30.0, seed=5)
     n_audio = -(-feats.shape[1] // 8)
     continuation = torch.randint(0, 199000, (64,), generator=torch.Generator().manual_seed(4))
@@ -167,6 +176,6 @@ def test_fast_path_matches_plain_bf16(fp32_pair):
     fast = torch.stack(fast)
     err = relative_error(fast, plain)
     top1 = (fast.argmax(-1) == plain.argmax(-1)).float().mean().item()
-    _report("fast (CUDA graph) vs plain, bf16, 64 forced tokens", err)
-    _report("top-1 agreement fast vs plain bf16", top1)
+    _report(f"fast (CUDA graph) vs plain, bf16, {name}, 64 forced tokens", err)
+    _report(f"top-1 agreement fast vs plain bf16, {name}", top1)
     assert err <= 0.05 and top1 >= 0.9  # bf16 noise: the port's own bf16-vs-fp32 error is ~8e-2
