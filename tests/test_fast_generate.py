@@ -157,18 +157,35 @@ def test_warm_up_builds_steps_for_two_batch_sizes(tiny_checkpoint):
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 @pytest.mark.parametrize("batch", [1, 8, STEP_SDPA_FROM_BATCH, 64])
 def test_step_attention_on_gpu_matches_fp32(batch):
-    # the decode step's forms at the released head shapes (the Triton kernel, then cuDNN on Hopper) against fp32
-    # SDPA, rows hiding different cache tails; bf16 inputs, so the bound is bf16 rounding of the output
+    # the decode step's attention at the released head shapes (below STEP_SDPA_FROM_BATCH the Triton kernel with its
+    # rotary and cache writes, from there cuDNN on Hopper) against fp32 SDPA, rows hiding different cache tails;
+    # bf16 inputs, so the bound is bf16 rounding of the output
     from speechkit.model.attention import grouped_step_attention
+    from speechkit.model.kv_cache import write_slots
+    from speechkit.model.rope import RopeTables, apply_rotary
 
     gen = torch.Generator(device="cuda").manual_seed(batch)
-    q = torch.randn(batch, 24, 1, 128, generator=gen, device="cuda", dtype=torch.bfloat16)
-    k, v = torch.randn(2, batch, 8, 486, 128, generator=gen, device="cuda", dtype=torch.bfloat16)
-    bias = torch.zeros(batch, 1, 1, 486, device="cuda", dtype=torch.bfloat16)
+    heads, kv_heads, slots, slot = 24, 8, 486, 400
+    qkv = torch.randn(batch, 1, 40 * 128, generator=gen, device="cuda", dtype=torch.bfloat16)
+    angles = torch.rand(batch, 1, 48, generator=gen, device="cuda") * 6.0
+    rope = RopeTables(*(torch.cat([f(angles)] * 2, -1).bfloat16() for f in (torch.cos, torch.sin)))
+    k_cache, v_cache = torch.randn(2, batch, kv_heads, slots, 128, generator=gen, device="cuda", dtype=torch.bfloat16)
+    bias = torch.zeros(batch, 1, 1, slots, device="cuda", dtype=torch.bfloat16)
     for row in range(batch):
-        bias[row, ..., 380 + row % 100 :] = float("-inf")
-    ref = torch.nn.functional.scaled_dot_product_attention(
-        q.float(), k.float(), v.float(), attn_mask=bias.float(), enable_gqa=True
-    )
-    out = grouped_step_attention(q, k, v, bias).float()
-    assert ((out - ref).abs().max() / ref.abs().max()).item() <= 1e-2
+        bias[row, ..., slot - row % 100 + 1 :] = float("-inf")
+        bias[row, ..., slot] = 0.0  # every row sees the new slot
+    split = qkv.float().view(batch, 1, 40, 128)
+    qk = apply_rotary(split[:, :, :32].transpose(1, 2), RopeTables(rope.cos.float(), rope.sin.float()))
+    k_ref, v_ref = write_slots((k_cache.float(), v_cache.float()), torch.tensor([slot], device="cuda"),
+                               qk[:, 24:], split[:, :, 32:].transpose(1, 2))  # fmt: skip
+    ref = torch.nn.functional.scaled_dot_product_attention(qk[:, :24], k_ref, v_ref, attn_mask=bias.float(),
+                                                           enable_gqa=True).reshape(batch, -1)  # fmt: skip
+    if batch < STEP_SDPA_FROM_BATCH:
+        position = torch.tensor([slot], device="cuda")
+        out = torch.ops.speechkit.decode_step_attention(qkv[:, 0], rope.cos[:, 0], rope.sin[:, 0], k_cache, v_cache,
+                                                        position, bias.reshape(batch, -1), heads, 2)  # fmt: skip
+        torch.testing.assert_close(k_cache[:, :, slot].float(), k_ref[:, :, slot], rtol=1e-2, atol=1e-2)
+        assert torch.equal(v_cache.float(), v_ref)
+    else:
+        out = grouped_step_attention(qk[:, :24].bfloat16(), k_ref.bfloat16(), v_ref.bfloat16(), bias).reshape(batch, -1)
+    assert ((out.float() - ref).abs().max() / ref.abs().max()).item() <= 1e-2

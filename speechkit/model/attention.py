@@ -81,18 +81,18 @@ def step_on_cudnn(q: Tensor) -> bool:
     )
 
 
-def step_on_triton(q: Tensor) -> bool:
-    """Whether a decode step below :data:`STEP_SDPA_FROM_BATCH` runs :mod:`speechkit.model.decode_attention`'s
-    kernel for ``q`` (B, H, 1, hd): CUDA with Triton, on GPUs of compute capability 8 or more (Triton's bf16
-    products need them; measured on Hopper), heads of a power of two from 16 up (the kernel's tile sizes).
-    Constant-folded under ``torch.compile``."""
-    head_dim = q.shape[-1]
+def step_on_triton(x: Tensor, head_dim: int) -> bool:
+    """Whether a decode step below :data:`STEP_SDPA_FROM_BATCH` on ``x``'s device and dtype runs
+    :mod:`speechkit.model.decode_attention`'s kernel: CUDA with Triton, on GPUs of compute capability 8 or more
+    (Triton's bf16 products need them; measured on Hopper), heads of a power of two from 16 up (the kernel's tile
+    sizes), :data:`STEP_KERNEL_PARTS` set. Constant-folded under ``torch.compile``."""
     return (
-        q.is_cuda
+        STEP_KERNEL_PARTS > 0
+        and x.is_cuda
         and decode_attention.available()
         and head_dim >= 16
         and head_dim & (head_dim - 1) == 0
-        and torch.cuda.get_device_properties(q.device).major >= 8
+        and torch.cuda.get_device_properties(x.device).major >= 8
     )
 
 
@@ -102,9 +102,9 @@ def grouped_step_attention(q: Tensor, k: Tensor, v: Tensor, bias: Tensor) -> Ten
 
     Query head h reads KV head h // (H / KV), so the heads of one KV head are consecutive: they become the
     rows of one (group, hd) query per KV head, and the cache is read once. Below :data:`STEP_SDPA_FROM_BATCH`
-    sequences it is the Triton kernel of :mod:`speechkit.model.decode_attention` where :func:`step_on_triton`
-    (see :data:`STEP_KERNEL_PARTS`), else written out (logits and softmax in fp32, the weights cast to the value dtype
-    for the second product, as flash kernels do); from there on an SDPA kernel, cuDNN's where
+    sequences it is written out (logits and softmax in fp32, the weights cast to the value dtype for the second
+    product, as flash kernels do; where :func:`step_on_triton`, :meth:`Attention.attend` runs the Triton kernel of
+    :mod:`speechkit.model.decode_attention` instead); from there on an SDPA kernel, cuDNN's where
     :func:`step_on_cudnn`, else the mem-efficient one. Whole decode step on an H200 (torch 2.11, bf16, 486
     slots, layers compiled, CUDA graph), written out / cuDNN in one run: batch 1 3.29 / 3.40 ms, 8 3.43 / 3.48,
     16 3.72 / 3.63, 32 4.28 / 4.07, 64 5.38 (mem-efficient) / 4.89. Written out / mem-efficient, an earlier run:
@@ -119,10 +119,6 @@ def grouped_step_attention(q: Tensor, k: Tensor, v: Tensor, bias: Tensor) -> Ten
                 out = F.scaled_dot_product_attention(grouped, k, v, attn_mask=bias, scale=head_dim**-0.5)
         else:
             out = sdpa(grouped, k, v, attn_mask=bias, scale=head_dim**-0.5)
-        return out.reshape(batch, heads, 1, head_dim)
-    if STEP_KERNEL_PARTS and step_on_triton(q):
-        out = torch.ops.speechkit.grouped_decode_attention(grouped.contiguous(), k, v, bias.reshape(bias.shape[0], -1),
-                                                           STEP_KERNEL_PARTS)  # fmt: skip
         return out.reshape(batch, heads, 1, head_dim)
     logits = torch.matmul(grouped, k.transpose(-1, -2)).float() * head_dim**-0.5 + bias  # (B, KV, group, S)
     weights = torch.softmax(logits, dim=-1).to(v.dtype)
@@ -175,6 +171,13 @@ class Attention(nn.Module):
         (B, L, H hd), ``o_proj``'s input; arguments as :meth:`forward`'s."""
         batch, length, _ = qkv.shape
         heads, kv_heads = self.num_heads, self.num_kv_heads
+        if (group_queries and batch < STEP_SDPA_FROM_BATCH and step_on_triton(qkv, self.head_dim)
+                and kv_len in (None, cache[0].shape[2])):  # fmt: skip
+            # rotary, cache writes and attention in one kernel (and a merge): see decode_attention
+            out = torch.ops.speechkit.decode_step_attention(qkv[:, 0], rope.cos[:, 0], rope.sin[:, 0], *cache,
+                                                            cache_position, mask.reshape(mask.shape[0], -1), heads,
+                                                            STEP_KERNEL_PARTS)  # fmt: skip
+            return out[:, None]
         qkv = qkv.view(batch, length, heads + 2 * kv_heads, self.head_dim)
         # Q and K heads rotated in one pass: the same elementwise ops, half the kernel launches
         qk = apply_rotary(qkv[:, :, : heads + kv_heads].transpose(1, 2), rope)  # (B, H + KV, L, hd)

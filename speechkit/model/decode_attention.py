@@ -1,18 +1,19 @@
-"""Grouped decode-step attention in one Triton kernel (split over the cache, then a small combine).
+"""A decode step's attention in one Triton kernel from its projections (split over the cache, then a small combine).
 
-A decode step's attention at small batches is tiny work spread over several launches: written out it is two
-matrix products and a softmax kernel, ~11 us a layer at batch 1 on an H200 (session 11's profile) to read
-0.25 MB of cache. Here one program per (sequence, KV head, cache chunk) loads the group of query rows once, walks its
-chunk of slots with an online softmax (logits and weights in fp32, the weights cast to the value dtype for the
-second product, as flash kernels do) and writes a partial result; a second kernel merges the chunks. Registered
-as the CUDA operator ``torch.ops.speechkit.grouped_decode_attention``, opaque to ``torch.compile`` (a compiled
-decoder layer calls it, and the decode step's CUDA graph captures its two launches); registered through
-``torch.library.Library``, which, unlike ``torch.library.triton_op``, does not import ``torch._dynamo`` (3 s of a
-CPU transcription's start-up).
+A decode step's attention at small batches is tiny work spread over several launches: written out it is the
+rotary embedding of query and key, the cache writes, two matrix products and a softmax, ~15 us a layer at batch 1
+on an H200 to read 0.25 MB of cache. Here one program per (sequence, KV head, cache chunk) rotates the group's query
+rows and the new key from the qkv projection itself, the chunk holding the step's slot stores the new key and value
+there, and each program walks its chunk of slots with an online softmax (logits and weights in fp32, the weights
+cast to the value dtype for the second product, as flash kernels do) into a partial result; a second kernel merges
+the chunks. Registered as the CUDA operator ``torch.ops.speechkit.decode_step_attention`` (it writes the two cache
+buffers), opaque to ``torch.compile`` (a compiled decoder layer calls it, and the decode step's CUDA graph captures
+its two launches); registered through ``torch.library.Library``, which, unlike ``torch.library.triton_op``, does not
+import ``torch._dynamo`` (3 s of a CPU transcription's start-up).
 
-Whole decode step, H200, torch 2.11, 30 s prompt, one run: 312.3 tokens/s at batch 1 with 2 chunks against
-305.4 written out (``eval/results/h200/step-kernel-session12.json``). Needs Triton (torch's CUDA wheels bring
-it); :func:`available` says whether it is there.
+Whole decode step, H200, torch 2.11, 30 s prompt: attention alone (rotary and cache writes by Inductor), 312.3
+tokens/s at batch 1 with 2 chunks against 305.4 written out (``eval/results/h200/step-kernel-session12.json``).
+Needs Triton (torch's CUDA wheels bring it); :func:`available` says whether it is there.
 """
 
 from __future__ import annotations
@@ -37,12 +38,15 @@ def available() -> bool:
 if triton is not None:  # kernels decorated at import: TRITON_INTERPRET=1 set before it runs them on the CPU
 
     @triton.jit
-    def _chunk_kernel(q_ptr, k_ptr, v_ptr, bias_ptr, acc_ptr, max_ptr, sum_ptr,
-                      q_sb, q_sh, q_sg, k_sb, k_sh, k_ss, v_sb, v_sh, v_ss, bias_sb,
-                      kv_heads, slots, chunk, GROUP: tl.constexpr, ROWS: tl.constexpr, HEAD_DIM: tl.constexpr,
-                      BLOCK: tl.constexpr, PRECISION: tl.constexpr, SCALE: tl.constexpr):  # fmt: skip
-        """One (sequence, KV head) and one chunk of ``chunk`` slots: unnormalised output rows, their running
-        max and sum of weights, into the partial buffers (chunk-major after the (sequence, KV head) index)."""
+    def _chunk_kernel(qkv_ptr, cos_ptr, sin_ptr, k_ptr, v_ptr, slot_ptr, bias_ptr, acc_ptr, max_ptr, sum_ptr,
+                      qkv_sb, rope_sb, k_sb, k_sh, k_ss, v_sb, v_sh, v_ss, bias_sb, kv_heads, slots, chunk,
+                      HEADS: tl.constexpr, GROUP: tl.constexpr, ROWS: tl.constexpr, HEAD_DIM: tl.constexpr,
+                      ROTARY: tl.constexpr, BLOCK: tl.constexpr, PRECISION: tl.constexpr,
+                      SCALE: tl.constexpr):  # fmt: skip
+        """One (sequence, KV head) and one chunk of ``chunk`` slots: the group's query rows and the new key rotated,
+        the new key and value stored at the step's slot by the chunk holding it (and used from registers there),
+        then unnormalised output rows, their running max and sum of weights into the partial buffers
+        (chunk-major after the (sequence, KV head) index)."""
         pair = tl.program_id(0)
         part = tl.program_id(1)
         parts = tl.num_programs(1)
@@ -50,19 +54,40 @@ if triton is not None:  # kernels decorated at import: TRITON_INTERPRET=1 set be
         head = pair % kv_heads
         rows = tl.arange(0, ROWS)
         dims = tl.arange(0, HEAD_DIM)
-        q = tl.load(q_ptr + batch * q_sb + head * q_sh + rows[:, None] * q_sg + dims[None, :],
-                    mask=rows[:, None] < GROUP, other=0.0)  # fmt: skip
+        # rotate-half over the first ROTARY dims: d pairs with d +- ROTARY / 2, the first half's partner negated
+        rotated = dims < ROTARY
+        partner = tl.where(dims < ROTARY // 2, dims + ROTARY // 2, dims - ROTARY // 2)
+        sign = tl.where(dims < ROTARY // 2, -1.0, 1.0)
+        cos = tl.load(cos_ptr + batch * rope_sb + dims, mask=rotated, other=1.0).to(tl.float32)
+        sin = tl.load(sin_ptr + batch * rope_sb + dims, mask=rotated, other=0.0).to(tl.float32)
+        dtype = k_ptr.dtype.element_ty
+        base = qkv_ptr + batch * qkv_sb
+        q_at = base + (head * GROUP + rows[:, None]) * HEAD_DIM
+        live = rows[:, None] < GROUP
+        q = tl.load(q_at + dims[None, :], mask=live, other=0.0).to(tl.float32)
+        q_partner = tl.load(q_at + partner[None, :], mask=live & rotated[None, :], other=0.0).to(tl.float32)
+        q = (q * cos[None, :] + sign[None, :] * q_partner * sin[None, :]).to(dtype)
+        k_at = base + (HEADS + head) * HEAD_DIM
+        new_k = tl.load(k_at + dims).to(tl.float32)
+        new_k = (new_k * cos + sign * tl.load(k_at + partner, mask=rotated, other=0.0).to(tl.float32) * sin).to(dtype)
+        new_v = tl.load(base + (HEADS + kv_heads + head) * HEAD_DIM + dims)
+        slot = tl.load(slot_ptr)
         k_base = k_ptr + batch * k_sb + head * k_sh
         v_base = v_ptr + batch * v_sb + head * v_sh
+        start = part * chunk
+        stop = tl.minimum(start + chunk, slots)
+        if (slot >= start) & (slot < stop):
+            tl.store(k_base + slot * k_ss + dims, new_k)
+            tl.store(v_base + slot * v_ss + dims, new_v)
         top = tl.full((ROWS,), float("-inf"), tl.float32)
         total = tl.zeros((ROWS,), tl.float32)
         acc = tl.zeros((ROWS, HEAD_DIM), tl.float32)
-        start = part * chunk
-        stop = tl.minimum(start + chunk, slots)
         for first in range(start, stop, BLOCK):
             cols = first + tl.arange(0, BLOCK)
             valid = cols < stop
+            fresh = (cols == slot)[:, None]  # the step's own slot: this step's key and value, from registers
             k = tl.load(k_base + cols[:, None] * k_ss + dims[None, :], mask=valid[:, None], other=0.0)
+            k = tl.where(fresh, new_k[None, :], k)
             bias = tl.load(bias_ptr + batch * bias_sb + cols, mask=valid, other=float("-inf")).to(tl.float32)
             logits = tl.dot(q, tl.trans(k), input_precision=PRECISION) * SCALE + bias[None, :]  # (ROWS, BLOCK)
             new_top = tl.maximum(top, tl.max(logits, 1))
@@ -71,6 +96,7 @@ if triton is not None:  # kernels decorated at import: TRITON_INTERPRET=1 set be
             rescale = tl.exp(top - safe)
             total = total * rescale + tl.sum(weights, 1)
             v = tl.load(v_base + cols[:, None] * v_ss + dims[None, :], mask=valid[:, None], other=0.0)
+            v = tl.where(fresh, new_v[None, :], v)
             acc = acc * rescale[:, None] + tl.dot(weights.to(v.dtype), v, input_precision=PRECISION)
             top = new_top
         out = (pair * parts + part) * ROWS + rows
@@ -97,32 +123,42 @@ if triton is not None:  # kernels decorated at import: TRITON_INTERPRET=1 set be
         tl.store(out_ptr + (pair * GROUP + rows[:, None]) * HEAD_DIM + dims[None, :],
                  out.to(out_ptr.dtype.element_ty), mask=rows[:, None] < GROUP)  # fmt: skip
 
-    def grouped_decode_attention(q: Tensor, k: Tensor, v: Tensor, bias: Tensor, parts: int) -> Tensor:
-        """q (B, KV, G, hd) query rows grouped by KV head, k and v (B, KV, S, hd) (unit stride along hd),
-        ``bias`` (B or 1, S) additive (0 or -inf) -> (B, KV, G, hd) in q's dtype; the cache split into ``parts``
-        chunks (a power of two) of whole :data:`BLOCK_SLOTS` blocks, one program each."""
-        batch, kv_heads, group, head_dim = q.shape
-        slots = k.shape[2]
+    def decode_step_attention(qkv: Tensor, cos: Tensor, sin: Tensor, k_cache: Tensor, v_cache: Tensor, slot: Tensor,
+                              bias: Tensor, heads: int, parts: int) -> Tensor:  # fmt: skip
+        """One decode step's attention from its projections: ``qkv`` (B, (H + 2 KV) hd) the query, key and value
+        heads of one new token per sequence, ``cos``/``sin`` (B, rotary) its rotary tables (rotate-half layout,
+        attention scale included), ``k_cache``/``v_cache`` (B, KV, S, hd) (unit stride along hd), ``slot`` (1,)
+        the slot this step writes, ``bias`` (B or 1, S) additive (0 or -inf per slot, the new slot included) ->
+        (B, H hd) in qkv's dtype, the heads' outputs. Query and key are rotated as
+        :func:`speechkit.model.rope.apply_rotary` does (in fp32, rounded once), the rotated key and the value are
+        stored at ``slot`` of the caches. The cache is split into ``parts`` chunks (a power of two) of whole
+        :data:`BLOCK_SLOTS` blocks, one program each."""
+        batch, kv_heads, slots, head_dim = k_cache.shape
+        group = heads // kv_heads
         rows = max(MIN_GROUP_ROWS, triton.next_power_of_2(group))
         chunk = -(-slots // (parts * BLOCK_SLOTS)) * BLOCK_SLOTS
-        acc = torch.empty(batch * kv_heads * parts * rows, head_dim, dtype=torch.float32, device=q.device)
-        top = torch.empty(batch * kv_heads * parts * rows, dtype=torch.float32, device=q.device)
+        acc = torch.empty(batch * kv_heads * parts * rows, head_dim, dtype=torch.float32, device=qkv.device)
+        top = torch.empty(batch * kv_heads * parts * rows, dtype=torch.float32, device=qkv.device)
         total = torch.empty_like(top)
-        out = torch.empty_like(q)
+        out = qkv.new_empty(batch, heads * head_dim)
+        qkv, cos, sin = qkv.contiguous(), cos.contiguous(), sin.contiguous()
         bias_sb = bias.stride(0) if bias.shape[0] > 1 else 0
         _chunk_kernel[(batch * kv_heads, parts)](
-            q, k, v, bias, acc, top, total, q.stride(0), q.stride(1), q.stride(2), k.stride(0), k.stride(1),
-            k.stride(2), v.stride(0), v.stride(1), v.stride(2), bias_sb, kv_heads, slots, chunk,
-            GROUP=group, ROWS=rows, HEAD_DIM=head_dim, BLOCK=BLOCK_SLOTS,
-            PRECISION="ieee" if q.dtype == torch.float32 else "tf32",  # fp32 stays fp32 (no TF32 products)
+            qkv, cos, sin, k_cache, v_cache, slot, bias, acc, top, total, qkv.stride(0), cos.stride(0),
+            k_cache.stride(0), k_cache.stride(1), k_cache.stride(2), v_cache.stride(0), v_cache.stride(1),
+            v_cache.stride(2), bias_sb, kv_heads, slots, chunk, HEADS=heads, GROUP=group, ROWS=rows,
+            HEAD_DIM=head_dim, ROTARY=cos.shape[-1], BLOCK=BLOCK_SLOTS,
+            PRECISION="ieee" if qkv.dtype == torch.float32 else "tf32",  # fp32 stays fp32 (no TF32 products)
             SCALE=head_dim**-0.5,
-        )
-        _merge_kernel[(batch * kv_heads,)](
-            acc, top, total, out, PARTS=parts, GROUP=group, ROWS=rows, HEAD_DIM=head_dim
-        )
+        )  # fmt: skip
+        _merge_kernel[(batch * kv_heads,)](acc, top, total, out, PARTS=parts, GROUP=group, ROWS=rows,
+                                           HEAD_DIM=head_dim)  # fmt: skip
         return out
 
     _LIBRARY = torch.library.Library("speechkit", "DEF")
-    _LIBRARY.define("grouped_decode_attention(Tensor q, Tensor k, Tensor v, Tensor bias, int parts) -> Tensor")
-    _LIBRARY.impl("grouped_decode_attention", grouped_decode_attention, "CUDA")
-    _LIBRARY.impl("grouped_decode_attention", lambda q, k, v, bias, parts: torch.empty_like(q), "Meta")
+    _LIBRARY.define("decode_step_attention(Tensor qkv, Tensor cos, Tensor sin, Tensor(a!) k_cache, Tensor(b!) v_cache, "
+                    "Tensor slot, Tensor bias, int heads, int parts) -> Tensor")  # fmt: skip
+    _LIBRARY.impl("decode_step_attention", decode_step_attention, "CUDA")
+    _LIBRARY.impl("decode_step_attention",
+                  lambda qkv, cos, sin, k_cache, v_cache, slot, bias, heads, parts: qkv.new_empty(
+                      qkv.shape[0], heads * k_cache.shape[-1]), "Meta")  # fmt: skip
