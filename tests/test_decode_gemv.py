@@ -37,6 +37,13 @@ def compare_with_written_out() -> None:
         )
         for ours, ref in cases:
             torch.testing.assert_close(ours, ref, rtol=1e-5, atol=1e-5)
+    # bf16 in, fp32 logits out: the product rounded to bf16 first, as the plain path's logits().float()
+    x, weight = torch.randn(1, 300).bfloat16(), (torch.randn(70, 300) / 17).bfloat16()
+    norm = RMSNorm(300, eps=1e-5).bfloat16()
+    logits = decode_gemv.decode_linear(x, weight, norm.weight, 1e-5, None, False, True)
+    assert logits.dtype == torch.float32
+    torch.testing.assert_close(logits, F.linear(norm(x), weight).float(), rtol=1e-2, atol=1e-2)
+    assert torch.equal(logits, logits.bfloat16().float())
 
     # the layer: the operator's CPU kernel is registered here only (the package registers CUDA)
     library = torch.library.Library("speechkit", "IMPL")
@@ -95,7 +102,8 @@ def test_tiles_fit_the_input_width():
 @pytest.mark.parametrize("shape, norm, gated, residual", [((5120, 3072), True, False, False),
                                                           ((3072, 3072), False, False, True),
                                                           ((16384, 3072), True, True, False),
-                                                          ((3072, 8192), False, False, True)])  # fmt: skip
+                                                          ((3072, 8192), False, False, True),
+                                                          ((200064, 3072), True, False, False)])  # fmt: skip
 def test_kernel_on_gpu_matches_fp32_at_the_released_shapes(shape, norm, gated, residual):
     # bf16 inputs and output: the bound is the output's bf16 rounding (the unfused layer's own error)
     gen = torch.Generator(device="cuda").manual_seed(shape[0])
@@ -113,5 +121,8 @@ def test_kernel_on_gpu_matches_fp32_at_the_released_shapes(shape, norm, gated, r
         ref = up * F.silu(gate)
     if residual:
         ref = ref + r.float()
-    out = torch.ops.speechkit.decode_linear(x, w, g, 1e-5, r, gated).float()
+    logits = rows > 65536  # the LM head: fp32 out
+    out = torch.ops.speechkit.decode_linear(x, w, g, 1e-5, r, gated, logits)
+    assert out.dtype == (torch.float32 if logits else torch.bfloat16)
+    out = out.float()
     assert ((out - ref).abs().max() / ref.abs().max()).item() <= 1e-2

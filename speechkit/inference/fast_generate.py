@@ -116,8 +116,8 @@ class DecodeStep:
         else:
             masks = dict(attention_mask=self.mask)
         hidden = decoder(embeds, self.position, cache=self.cache, cache_position=self.slot, regime=self.regime,
-                         group_queries=True, layer_forward=self.layer_forward, **masks)  # fmt: skip
-        self.logits = decoder.logits(hidden[:, -1]).float()
+                         group_queries=True, layer_forward=self.layer_forward, final_norm=False, **masks)  # fmt: skip
+        self.logits = decoder.step_logits(hidden[:, -1])
         self.logprob, self.best = greedy_pick(self.logits)
         self.token.copy_(self.best[:, None])
         self.position.add_(1)

@@ -44,8 +44,8 @@ if triton is not None:  # kernels decorated at import: TRITON_INTERPRET=1 set be
                       ROTARY: tl.constexpr, BLOCK: tl.constexpr, PRECISION: tl.constexpr,
                       SCALE: tl.constexpr):  # fmt: skip
         """One (sequence, KV head) and one chunk of ``chunk`` slots: the group's query rows and the new key rotated,
-        the new key and value stored at the step's slot by the chunk holding it (and used from registers there),
-        then unnormalised output rows, their running max and sum of weights into the partial buffers
+        the new key and value used from registers at the step's slot and stored there by the chunk holding it,
+        unnormalised output rows, their running max and sum of weights into the partial buffers
         (chunk-major after the (sequence, KV head) index)."""
         pair = tl.program_id(0)
         part = tl.program_id(1)
@@ -76,9 +76,6 @@ if triton is not None:  # kernels decorated at import: TRITON_INTERPRET=1 set be
         v_base = v_ptr + batch * v_sb + head * v_sh
         start = part * chunk
         stop = tl.minimum(start + chunk, slots)
-        if (slot >= start) & (slot < stop):
-            tl.store(k_base + slot * k_ss + dims, new_k)
-            tl.store(v_base + slot * v_ss + dims, new_v)
         top = tl.full((ROWS,), float("-inf"), tl.float32)
         total = tl.zeros((ROWS,), tl.float32)
         acc = tl.zeros((ROWS, HEAD_DIM), tl.float32)
@@ -99,6 +96,9 @@ if triton is not None:  # kernels decorated at import: TRITON_INTERPRET=1 set be
             v = tl.where(fresh, new_v[None, :], v)
             acc = acc * rescale[:, None] + tl.dot(weights.to(v.dtype), v, input_precision=PRECISION)
             top = new_top
+        if (slot >= start) & (slot < stop):  # after the loop: its loads need not wait for these stores
+            tl.store(k_base + slot * k_ss + dims, new_k)
+            tl.store(v_base + slot * v_ss + dims, new_v)
         out = (pair * parts + part) * ROWS + rows
         tl.store(acc_ptr + out[:, None] * HEAD_DIM + dims[None, :], acc)
         tl.store(max_ptr + out, top)

@@ -7,13 +7,15 @@ walking the input dimension in wide tiles, reads 2.8-4.0 TB/s (``eval/bench/step
 per CUDA graph, us per product cuBLAS / here: qkv 10.9 / 9.6, o 10.2 / 6.8, gate_up 26.2 / 25.3, down 18.5 / 14.2).
 The same kernel takes the layer's other small kernels into it:
 
-- ``norm_weight``: the input is RMS-normalised first, as :class:`speechkit.model.decoder.RMSNorm` (fp32, rounded to
-  the input dtype, then times the weight), each program summing the squares itself (a 3072-wide vector);
+- ``norm_weight``: the input is RMS-normalised first, as :class:`speechkit.model.decoder.RMSNorm`, each program
+  summing the squares itself (a 3072-wide vector) in the pass that reads the weights: the norm weight multiplies the
+  input and 1 / rms the finished sums, all in fp32 (RMSNorm rounds the normalised input to bf16 twice; a first pass
+  over the input for the rms cost ~1 us per product in latency);
 - ``gated``: the weight's rows are ``gate_up_proj``'s (gate, then up), the output up * SiLU(gate);
 - ``residual``: the output is residual + product (the layer's skip connections).
 
-Every intermediate is rounded to the input dtype where the unfused layer rounds it (the product, SiLU, the gated
-product, the sum), so results differ from the layer's only in the product's summation order. Registered as the CUDA
+After the product, every intermediate is rounded to the input dtype where the unfused layer rounds it (the product,
+SiLU, the gated product, the sum); before it, the normalised input is not rounded (see above). Registered as the CUDA
 operator ``torch.ops.speechkit.decode_linear`` with a meta kernel, opaque to ``torch.compile`` as
 :mod:`speechkit.model.decode_attention`'s; :func:`available` says whether Triton is there.
 """
@@ -56,50 +58,53 @@ if triton is not None:  # kernels decorated at import: TRITON_INTERPRET=1 set be
                      BLOCK_ROWS: tl.constexpr, BLOCK_COLS: tl.constexpr, NORM: tl.constexpr, GATED: tl.constexpr,
                      RESIDUAL: tl.constexpr):  # fmt: skip
         """y[rows] for BLOCK_ROWS output rows: W (rows_out or 2 x rows_out gated, width) row-major, x (width,)."""
-        dtype = y_ptr.dtype.element_ty
+        dtype = x_ptr.dtype.element_ty
         rows = tl.program_id(0) * BLOCK_ROWS + tl.arange(0, BLOCK_ROWS)
         live = rows < rows_out
-        if NORM:
-            squares = tl.zeros((BLOCK_COLS,), tl.float32)
-            for first in range(0, width, BLOCK_COLS):
-                cols = first + tl.arange(0, BLOCK_COLS)
-                x = tl.load(x_ptr + cols, mask=cols < width, other=0.0).to(tl.float32)
-                squares += x * x
-            inv_rms = 1.0 / tl.sqrt(tl.sum(squares, 0) / width + eps)
         acc = tl.zeros((BLOCK_ROWS, BLOCK_COLS), tl.float32)
         if GATED:
             acc_up = tl.zeros((BLOCK_ROWS, BLOCK_COLS), tl.float32)
+        if NORM:
+            squares = tl.zeros((BLOCK_COLS,), tl.float32)
         for first in range(0, width, BLOCK_COLS):
             cols = first + tl.arange(0, BLOCK_COLS)
             inside = cols < width
-            x = tl.load(x_ptr + cols, mask=inside, other=0.0)
-            if NORM:
-                normed = (x.to(tl.float32) * inv_rms).to(dtype).to(tl.float32)
-                x = (tl.load(norm_ptr + cols, mask=inside, other=0.0).to(tl.float32) * normed).to(dtype)
-            x = x.to(tl.float32)[None, :]
+            x = tl.load(x_ptr + cols, mask=inside, other=0.0).to(tl.float32)
+            if NORM:  # the sum of squares in the same pass; 1 / rms scales the sums at the end
+                squares += x * x
+                x *= tl.load(norm_ptr + cols, mask=inside, other=0.0).to(tl.float32)
             offsets = rows[:, None] * width + cols[None, :]
             both = live[:, None] & inside[None, :]
-            acc += tl.load(w_ptr + offsets, mask=both, other=0.0).to(tl.float32) * x
+            acc += tl.load(w_ptr + offsets, mask=both, other=0.0).to(tl.float32) * x[None, :]
             if GATED:
-                acc_up += tl.load(w_ptr + rows_out * width + offsets, mask=both, other=0.0).to(tl.float32) * x
-        y = tl.sum(acc, 1).to(dtype)
+                acc_up += tl.load(w_ptr + rows_out * width + offsets, mask=both, other=0.0).to(tl.float32) * x[None, :]
+        y = tl.sum(acc, 1)
+        if GATED:
+            up = tl.sum(acc_up, 1)
+        if NORM:
+            inv_rms = 1.0 / tl.sqrt(tl.sum(squares, 0) / width + eps)
+            y *= inv_rms
+            if GATED:
+                up *= inv_rms
+        y = y.to(dtype)
         if GATED:
             gate = y.to(tl.float32)
             silu = (gate / (1.0 + tl.exp(-gate))).to(dtype).to(tl.float32)
-            y = (tl.sum(acc_up, 1).to(dtype).to(tl.float32) * silu).to(dtype)
+            y = (up.to(dtype).to(tl.float32) * silu).to(dtype)
         if RESIDUAL:
             y = (tl.load(residual_ptr + rows, mask=live, other=0.0).to(tl.float32) + y.to(tl.float32)).to(dtype)
-        tl.store(y_ptr + rows, y, mask=live)
+        tl.store(y_ptr + rows, y.to(y_ptr.dtype.element_ty), mask=live)
 
     def decode_linear(x: Tensor, weight: Tensor, norm_weight: Tensor | None, eps: float, residual: Tensor | None,
-                      gated: bool) -> Tensor:  # fmt: skip
+                      gated: bool, float_out: bool = False) -> Tensor:  # fmt: skip
         """One token's x (..., width) (one row in all) times ``weight`` (out, width) -> (..., out) in x's dtype, or
         (..., out / 2) ``gated``; ``norm_weight`` (width,) RMS-normalises x first (``eps`` added to the mean
-        square), ``residual`` (..., out) is added to the product (see the module docstring)."""
+        square), ``residual`` (..., out) is added to the product (see the module docstring); ``float_out``: the
+        result (rounded to x's dtype as ever) stored in fp32 (logits)."""
         x, residual = x.contiguous(), None if residual is None else residual.contiguous()
         rows_out = weight.shape[0] // 2 if gated else weight.shape[0]
         width = weight.shape[1]
-        y = x.new_empty(*x.shape[:-1], rows_out)
+        y = x.new_empty(*x.shape[:-1], rows_out, dtype=torch.float32 if float_out else x.dtype)
         rows, columns, warps = tile(rows_out, width, gated)
         _gemv_kernel[(triton.cdiv(rows_out, rows),)](
             weight, x, x if norm_weight is None else norm_weight, x if residual is None else residual, y,
@@ -108,11 +113,12 @@ if triton is not None:  # kernels decorated at import: TRITON_INTERPRET=1 set be
         )  # fmt: skip
         return y
 
-    def _decode_linear_meta(x, weight, norm_weight, eps, residual, gated):
-        return x.new_empty(*x.shape[:-1], weight.shape[0] // 2 if gated else weight.shape[0])
+    def _decode_linear_meta(x, weight, norm_weight, eps, residual, gated, float_out=False):
+        return x.new_empty(*x.shape[:-1], weight.shape[0] // 2 if gated else weight.shape[0],
+                           dtype=torch.float32 if float_out else x.dtype)  # fmt: skip
 
     _LIBRARY = torch.library.Library("speechkit", "FRAGMENT")
     _LIBRARY.define("decode_linear(Tensor x, Tensor weight, Tensor? norm_weight, float eps, Tensor? residual, "
-                    "bool gated) -> Tensor")  # fmt: skip
+                    "bool gated, bool float_out=False) -> Tensor")  # fmt: skip
     _LIBRARY.impl("decode_linear", decode_linear, "CUDA")
     _LIBRARY.impl("decode_linear", _decode_linear_meta, "Meta")

@@ -78,8 +78,16 @@ class MLP(nn.Module):
 
 
 # Batch-1 decode steps (``group_queries``) on CUDA with Triton run each layer as four fused matrix-vector kernels
-# (:mod:`speechkit.model.decode_gemv`) when its products are by dense weights (LoRA merged or off).
+# (:mod:`speechkit.model.decode_gemv`) when its products are by dense weights (LoRA merged or off), and the final norm
+# and LM head as a fifth (:meth:`Decoder.step_logits`).
 STEP_GEMV = True
+
+
+def gemv_step(x: Tensor) -> bool:
+    """Whether a decode step of ``x`` (B, ..., hidden) runs the :mod:`speechkit.model.decode_gemv` kernels: one
+    sequence (B = 1), :data:`STEP_GEMV` set, CUDA with Triton on a GPU of compute capability 8 or more."""
+    return (STEP_GEMV and x.shape[0] == 1 and x.is_cuda and decode_gemv.available()
+            and torch.cuda.get_device_properties(x.device).major >= 8)  # fmt: skip
 
 
 class DecoderLayer(nn.Module):
@@ -111,8 +119,7 @@ class DecoderLayer(nn.Module):
         """The qkv, o, gate_up and down weights when a decode step of ``x`` (B, 1, hidden) runs its products as
         :mod:`speechkit.model.decode_gemv` kernels (see :data:`STEP_GEMV`), else None. Constant under
         ``torch.compile``."""
-        if not (STEP_GEMV and x.shape[0] == 1 and x.is_cuda and decode_gemv.available()
-                and torch.cuda.get_device_properties(x.device).major >= 8):  # fmt: skip
+        if not gemv_step(x):
             return None
         linears = (self.self_attn.qkv_proj, self.self_attn.o_proj, self.mlp.gate_up_proj, self.mlp.down_proj)
         weights = tuple(m.weight if isinstance(m, nn.Linear) else m.dense_weight() for m in linears)
@@ -163,8 +170,19 @@ class Decoder(nn.Module):
 
     def logits(self, hidden: Tensor) -> Tensor:
         """Final hidden states (B, L, hidden) -> logits (B, L, vocab) in the hidden dtype."""
-        weight = self.embed_tokens.weight if self.config.tie_word_embeddings else self.lm_head.weight
-        return F.linear(hidden, weight)
+        return F.linear(hidden, self._head_weight())
+
+    def step_logits(self, hidden: Tensor) -> Tensor:
+        """A decode step's last hidden states before the final norm, (B, hidden) -> fp32 logits (B, vocab): the norm
+        and :meth:`logits` (rounded to the hidden dtype, then fp32), at batch 1 where :func:`gemv_step` in one fused
+        matrix-vector kernel."""
+        if gemv_step(hidden):
+            weight, norm = self._head_weight(), self.norm
+            return torch.ops.speechkit.decode_linear(hidden, weight, norm.weight, norm.eps, None, False, True)
+        return self.logits(self.norm(hidden)).float()
+
+    def _head_weight(self) -> Tensor:
+        return self.embed_tokens.weight if self.config.tie_word_embeddings else self.lm_head.weight
 
     def allocate_cache(
         self,
@@ -205,8 +223,10 @@ class Decoder(nn.Module):
         group_queries: bool = False,
         layer_forward: Callable[..., Tensor] | None = None,
         attention_bias: Tensor | None = None,
+        final_norm: bool = True,
     ) -> Tensor:
-        """Embeddings (B, L, hidden) -> final-normed hidden states (B, L, hidden).
+        """Embeddings (B, L, hidden) -> final-normed hidden states (B, L, hidden) (without ``final_norm``: the last
+        layer's output, for :meth:`step_logits`).
 
         Args:
             inputs_embeds: token (and audio) embeddings, in the compute dtype.
@@ -282,7 +302,7 @@ class Decoder(nn.Module):
         for i, layer in enumerate(self.layers):
             kv = None if cache is None else cache.layer(i)
             h = run(layer, h, rope, mask, kv, cache_position, attend, group_queries)
-        return self.norm(h)
+        return self.norm(h) if final_norm else h
 
     def _lora_layers(self) -> list[LoRALinear]:
         return [m for m in self.modules() if isinstance(m, LoRALinear)]
