@@ -45,6 +45,29 @@ def compare_with_written_out() -> None:
     torch.testing.assert_close(logits, F.linear(norm(x), weight).float(), rtol=1e-2, atol=1e-2)
     assert torch.equal(logits, logits.bfloat16().float())
 
+    # attention with its chunk merge inside o_proj's kernel = the attention's own merge, then the product
+    from speechkit.model import decode_attention
+
+    heads, kv_heads, head_dim, hidden = 6, 2, 32, 48
+    for parts, slot in ((2, 100), (4, 0)):
+        qkv = torch.randn(1, (heads + 2 * kv_heads) * head_dim, generator=gen)
+        cos, sin = torch.rand(2, 1, 24, generator=gen)
+        caches = torch.randn(2, 1, kv_heads, 130, head_dim, generator=gen)
+        bias = torch.zeros(1, 130)
+        bias[:, slot + 1 :] = float("-inf")
+        o_weight = torch.randn(hidden, heads * head_dim, generator=gen) / 14
+        residual = torch.randn(1, 1, hidden, generator=gen)
+        k_ref, v_ref = caches.clone()
+        attended = decode_attention.decode_step_attention(qkv, cos, sin, k_ref, v_ref, torch.tensor([slot]), bias,
+                                                          heads, parts)  # fmt: skip
+        ref = decode_gemv.decode_linear(attended[None], o_weight, None, 0.0, residual, False)
+        k_out, v_out = caches.clone()
+        out = decode_gemv.decode_attention_o(qkv, cos, sin, k_out, v_out, torch.tensor([slot]), bias, heads, parts,
+                                             o_weight, residual)  # fmt: skip
+        assert out.shape == residual.shape
+        torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-5)
+        assert torch.equal(k_out, k_ref) and torch.equal(v_out, v_ref)
+
     # the layer: the operator's CPU kernel is registered here only (the package registers CUDA)
     library = torch.library.Library("speechkit", "IMPL")
     library.impl("decode_linear", decode_gemv.decode_linear, "CPU")
@@ -76,15 +99,20 @@ def test_kernel_equals_the_written_out_products_in_the_interpreter():
     assert done.returncode == 0, done.stderr[-3000:]
 
 
-@pytest.mark.parametrize("norm, gated, residual", [(True, False, False), (False, False, True), (True, True, False)])
-def test_kernel_compiles_for_hopper(norm, gated, residual):
+@pytest.mark.parametrize("norm, gated, residual, merge", [(True, False, False, False), (False, False, True, False),
+                                                          (True, True, False, False), (False, False, True, True)])
+def test_kernel_compiles_for_hopper(norm, gated, residual, merge):
     triton = pytest.importorskip("triton")
     from triton.backends.compiler import GPUTarget
     from triton.compiler import ASTSource
 
-    constexprs = {"BLOCK_ROWS": 8, "BLOCK_COLS": 512, "NORM": norm, "GATED": gated, "RESIDUAL": residual}
+    constexprs = {"BLOCK_ROWS": 8, "BLOCK_COLS": 512, "NORM": norm, "GATED": gated, "RESIDUAL": residual,
+                  "MERGE": merge, "PARTS": 2, "GROUP": 3, "ROWS": 16, "HEAD_DIM": 128}  # fmt: skip
     signature = dict.fromkeys(("w_ptr", "x_ptr", "norm_ptr", "residual_ptr", "y_ptr"), "*bf16")
-    signature |= {"rows_out": "i32", "width": "i32", "eps": "fp32"} | dict.fromkeys(constexprs, "constexpr")
+    if merge:
+        signature["x_ptr"] = "*fp32"
+    signature |= {"top_ptr": "*fp32", "total_ptr": "*fp32", "rows_out": "i32", "width": "i32", "eps": "fp32"}
+    signature |= dict.fromkeys(constexprs, "constexpr")
     source = ASTSource(fn=decode_gemv._gemv_kernel, signature=signature, constexprs=constexprs)
     assert "cubin" in triton.compile(source, target=GPUTarget("cuda", 90, 32)).asm
 
@@ -126,3 +154,28 @@ def test_kernel_on_gpu_matches_fp32_at_the_released_shapes(shape, norm, gated, r
     assert out.dtype == (torch.float32 if logits else torch.bfloat16)
     out = out.float()
     assert ((out - ref).abs().max() / ref.abs().max()).item() <= 1e-2
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_merged_attention_output_on_gpu_matches_the_merge_kernel():
+    # bf16 at the released shapes: the o_proj kernel's own merge of the attention chunks = the merge kernel's output
+    # fed to the plain o_proj kernel (both round the merged rows to bf16; only the sums' order may differ)
+    from speechkit.model import decode_attention
+
+    gen = torch.Generator(device="cuda").manual_seed(0)
+    qkv = torch.randn(1, 40 * 128, generator=gen, device="cuda").bfloat16()
+    cos, sin = torch.rand(2, 1, 96, generator=gen, device="cuda").bfloat16()
+    caches = torch.randn(2, 1, 8, 512, 128, generator=gen, device="cuda").bfloat16()
+    bias = torch.zeros(1, 512, device="cuda", dtype=torch.bfloat16)
+    bias[:, 487:] = float("-inf")
+    o_weight = (torch.randn(3072, 3072, generator=gen, device="cuda") / 55).bfloat16()
+    residual = torch.randn(1, 1, 3072, generator=gen, device="cuda").bfloat16()
+    slot = torch.tensor([486], device="cuda")
+    k_ref, v_ref = caches.clone()
+    attended = decode_attention.decode_step_attention(qkv, cos, sin, k_ref, v_ref, slot, bias, 24, 2)
+    ref = decode_gemv.decode_linear(attended[None], o_weight, None, 0.0, residual, False).float()
+    k_out, v_out = caches.clone()
+    out = torch.ops.speechkit.decode_attention_o(qkv, cos, sin, k_out, v_out, slot, bias, 24, 2, o_weight, residual)
+    assert ((out.float() - ref).abs().max() / ref.abs().max()).item() <= 1e-2
+    assert torch.equal(k_out, k_ref) and torch.equal(v_out, v_ref)

@@ -157,6 +157,19 @@ class Attention(nn.Module):
         """
         return self.o_proj(self.attend(self.qkv_proj(x), rope, mask, cache, cache_position, kv_len, group_queries))
 
+    def step_kernel(self, qkv: Tensor, cache: tuple[Tensor, Tensor] | None, kv_len: int | None) -> bool:
+        """Whether a decode step (``group_queries``) of ``qkv`` (B, 1, ...) over all of ``cache`` runs the kernel of
+        :mod:`speechkit.model.decode_attention` (:func:`step_on_triton`, B below :data:`STEP_SDPA_FROM_BATCH`)."""
+        return (cache is not None and kv_len in (None, cache[0].shape[2]) and qkv.shape[0] < STEP_SDPA_FROM_BATCH
+                and step_on_triton(qkv, self.head_dim))  # fmt: skip
+
+    def step_kernel_args(self, qkv: Tensor, rope: RopeTables, mask: Tensor, cache: tuple[Tensor, Tensor],
+                         cache_position: Tensor) -> tuple:  # fmt: skip
+        """The arguments of :func:`speechkit.model.decode_attention.decode_step_attention` for a decode step (see
+        :meth:`attend`)."""
+        return (qkv[:, 0], rope.cos[:, 0], rope.sin[:, 0], *cache, cache_position, mask.reshape(mask.shape[0], -1),
+                self.num_heads, STEP_KERNEL_PARTS)  # fmt: skip
+
     def attend(
         self,
         qkv: Tensor,
@@ -171,13 +184,10 @@ class Attention(nn.Module):
         (B, L, H hd), ``o_proj``'s input; arguments as :meth:`forward`'s."""
         batch, length, _ = qkv.shape
         heads, kv_heads = self.num_heads, self.num_kv_heads
-        if (group_queries and batch < STEP_SDPA_FROM_BATCH and step_on_triton(qkv, self.head_dim)
-                and kv_len in (None, cache[0].shape[2])):  # fmt: skip
+        if group_queries and self.step_kernel(qkv, cache, kv_len):
             # rotary, cache writes and attention in one kernel (and a merge): see decode_attention
-            out = torch.ops.speechkit.decode_step_attention(qkv[:, 0], rope.cos[:, 0], rope.sin[:, 0], *cache,
-                                                            cache_position, mask.reshape(mask.shape[0], -1), heads,
-                                                            STEP_KERNEL_PARTS)  # fmt: skip
-            return out[:, None]
+            args = self.step_kernel_args(qkv, rope, mask, cache, cache_position)
+            return torch.ops.speechkit.decode_step_attention(*args)[:, None]
         qkv = qkv.view(batch, length, heads + 2 * kv_heads, self.head_dim)
         # Q and K heads rotated in one pass: the same elementwise ops, half the kernel launches
         qk = apply_rotary(qkv[:, :, : heads + kv_heads].transpose(1, 2), rope)  # (B, H + KV, L, hd)

@@ -18,6 +18,8 @@ Needs Triton (torch's CUDA wheels bring it); :func:`available` says whether it i
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import torch
 from torch import Tensor
 
@@ -29,6 +31,19 @@ except ImportError:
 
 BLOCK_SLOTS = 64  # cache slots per inner iteration
 MIN_GROUP_ROWS = 16  # tl.dot's smallest row count: the group's query rows are padded up to it
+
+
+class Partials(NamedTuple):
+    """The chunk kernel's output, for a merge: ``acc`` (B KV parts rows, hd) fp32 unnormalised output rows,
+    ``top`` and ``total`` (B KV parts rows,) their running max and sum of weights; index ((b KV + kv head) parts +
+    part) rows + row, rows = the query group padded to ``rows``."""
+
+    acc: Tensor
+    top: Tensor
+    total: Tensor
+    parts: int
+    group: int
+    rows: int
 
 
 def available() -> bool:
@@ -123,16 +138,10 @@ if triton is not None:  # kernels decorated at import: TRITON_INTERPRET=1 set be
         tl.store(out_ptr + (pair * GROUP + rows[:, None]) * HEAD_DIM + dims[None, :],
                  out.to(out_ptr.dtype.element_ty), mask=rows[:, None] < GROUP)  # fmt: skip
 
-    def decode_step_attention(qkv: Tensor, cos: Tensor, sin: Tensor, k_cache: Tensor, v_cache: Tensor, slot: Tensor,
-                              bias: Tensor, heads: int, parts: int) -> Tensor:  # fmt: skip
-        """One decode step's attention from its projections: ``qkv`` (B, (H + 2 KV) hd) the query, key and value
-        heads of one new token per sequence, ``cos``/``sin`` (B, rotary) its rotary tables (rotate-half layout,
-        attention scale included), ``k_cache``/``v_cache`` (B, KV, S, hd) (unit stride along hd), ``slot`` (1,)
-        the slot this step writes, ``bias`` (B or 1, S) additive (0 or -inf per slot, the new slot included) ->
-        (B, H hd) in qkv's dtype, the heads' outputs. Query and key are rotated as
-        :func:`speechkit.model.rope.apply_rotary` does (in fp32, rounded once), the rotated key and the value are
-        stored at ``slot`` of the caches. The cache is split into ``parts`` chunks (a power of two) of whole
-        :data:`BLOCK_SLOTS` blocks, one program each."""
+    def chunk_partials(qkv: Tensor, cos: Tensor, sin: Tensor, k_cache: Tensor, v_cache: Tensor, slot: Tensor,
+                       bias: Tensor, heads: int, parts: int) -> Partials:  # fmt: skip
+        """The chunk kernel's half of :func:`decode_step_attention` (same arguments): the caches written, the
+        chunks' unnormalised outputs and softmax statistics returned for a merge."""
         batch, kv_heads, slots, head_dim = k_cache.shape
         group = heads // kv_heads
         rows = max(MIN_GROUP_ROWS, triton.next_power_of_2(group))
@@ -140,7 +149,6 @@ if triton is not None:  # kernels decorated at import: TRITON_INTERPRET=1 set be
         acc = torch.empty(batch * kv_heads * parts * rows, head_dim, dtype=torch.float32, device=qkv.device)
         top = torch.empty(batch * kv_heads * parts * rows, dtype=torch.float32, device=qkv.device)
         total = torch.empty_like(top)
-        out = qkv.new_empty(batch, heads * head_dim)
         qkv, cos, sin = qkv.contiguous(), cos.contiguous(), sin.contiguous()
         bias_sb = bias.stride(0) if bias.shape[0] > 1 else 0
         _chunk_kernel[(batch * kv_heads, parts)](
@@ -151,8 +159,23 @@ if triton is not None:  # kernels decorated at import: TRITON_INTERPRET=1 set be
             PRECISION="ieee" if qkv.dtype == torch.float32 else "tf32",  # fp32 stays fp32 (no TF32 products)
             SCALE=head_dim**-0.5,
         )  # fmt: skip
-        _merge_kernel[(batch * kv_heads,)](acc, top, total, out, PARTS=parts, GROUP=group, ROWS=rows,
-                                           HEAD_DIM=head_dim)  # fmt: skip
+        return Partials(acc, top, total, parts, group, rows)
+
+    def decode_step_attention(qkv: Tensor, cos: Tensor, sin: Tensor, k_cache: Tensor, v_cache: Tensor, slot: Tensor,
+                              bias: Tensor, heads: int, parts: int) -> Tensor:  # fmt: skip
+        """One decode step's attention from its projections: ``qkv`` (B, (H + 2 KV) hd) the query, key and value
+        heads of one new token per sequence, ``cos``/``sin`` (B, rotary) its rotary tables (rotate-half layout,
+        attention scale included), ``k_cache``/``v_cache`` (B, KV, S, hd) (unit stride along hd), ``slot`` (1,)
+        the slot this step writes, ``bias`` (B or 1, S) additive (0 or -inf per slot, the new slot included) ->
+        (B, H hd) in qkv's dtype, the heads' outputs. Query and key are rotated as
+        :func:`speechkit.model.rope.apply_rotary` does (in fp32, rounded once), the rotated key and the value are
+        stored at ``slot`` of the caches. The cache is split into ``parts`` chunks (a power of two) of whole
+        :data:`BLOCK_SLOTS` blocks, one program each."""
+        part = chunk_partials(qkv, cos, sin, k_cache, v_cache, slot, bias, heads, parts)
+        batch, kv_heads, _, head_dim = k_cache.shape
+        out = qkv.new_empty(batch, heads * head_dim)
+        _merge_kernel[(batch * kv_heads,)](part.acc, part.top, part.total, out, PARTS=parts, GROUP=part.group,
+                                           ROWS=part.rows, HEAD_DIM=head_dim)  # fmt: skip
         return out
 
     _LIBRARY = torch.library.Library("speechkit", "DEF")

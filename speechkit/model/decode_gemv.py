@@ -25,6 +25,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from speechkit.model import decode_attention
+
 try:  # without Triton (CPU installs) the decode step keeps its cuBLAS products
     import triton
     import triton.language as tl
@@ -54,11 +56,30 @@ def tile(rows_out: int, width: int, gated: bool) -> tuple[int, int, int]:
 if triton is not None:  # kernels decorated at import: TRITON_INTERPRET=1 set before it runs them on the CPU
 
     @triton.jit
-    def _gemv_kernel(w_ptr, x_ptr, norm_ptr, residual_ptr, y_ptr, rows_out, width, eps,
+    def _merged_input(acc_ptr, top_ptr, total_ptr, cols, inside, PARTS: tl.constexpr, GROUP: tl.constexpr,
+                      ROWS: tl.constexpr, HEAD_DIM: tl.constexpr, dtype: tl.constexpr):  # fmt: skip
+        """Attention output columns ``cols`` (0 where not ``inside``) of one sequence from the chunk kernel's
+        partials (:class:`speechkit.model.decode_attention.Partials`), as its merge kernel computes them, rounded to
+        ``dtype``: column c is head c // HEAD_DIM, dimension c % HEAD_DIM."""
+        head = cols // HEAD_DIM
+        index = (head // GROUP * PARTS + tl.arange(0, PARTS)[:, None]) * ROWS + head[None, :] % GROUP  # (PARTS, cols)
+        both = inside[None, :]
+        tops = tl.load(top_ptr + index, mask=both, other=0.0)
+        top = tl.max(tops, 0)
+        scale = tl.exp(tops - tl.where(top == float("-inf"), 0.0, top)[None, :])
+        total = tl.sum(tl.load(total_ptr + index, mask=both, other=1.0) * scale, 0)
+        acc = tl.load(acc_ptr + index * HEAD_DIM + (cols % HEAD_DIM)[None, :], mask=both, other=0.0)
+        return tl.where(inside, tl.sum(acc * scale, 0) / total, 0.0).to(dtype)
+
+    @triton.jit
+    def _gemv_kernel(w_ptr, x_ptr, norm_ptr, residual_ptr, y_ptr, top_ptr, total_ptr, rows_out, width, eps,
                      BLOCK_ROWS: tl.constexpr, BLOCK_COLS: tl.constexpr, NORM: tl.constexpr, GATED: tl.constexpr,
-                     RESIDUAL: tl.constexpr):  # fmt: skip
-        """y[rows] for BLOCK_ROWS output rows: W (rows_out or 2 x rows_out gated, width) row-major, x (width,)."""
-        dtype = x_ptr.dtype.element_ty
+                     RESIDUAL: tl.constexpr, MERGE: tl.constexpr, PARTS: tl.constexpr, GROUP: tl.constexpr,
+                     ROWS: tl.constexpr, HEAD_DIM: tl.constexpr):  # fmt: skip
+        """y[rows] for BLOCK_ROWS output rows: W (rows_out or 2 x rows_out gated, width) row-major, x (width,);
+        ``MERGE``: x merged from attention partials at ``x_ptr`` (acc), ``top_ptr``, ``total_ptr`` (sizes
+        PARTS, GROUP, ROWS, HEAD_DIM; see :func:`_merged_input`)."""
+        dtype = w_ptr.dtype.element_ty
         rows = tl.program_id(0) * BLOCK_ROWS + tl.arange(0, BLOCK_ROWS)
         live = rows < rows_out
         acc = tl.zeros((BLOCK_ROWS, BLOCK_COLS), tl.float32)
@@ -69,7 +90,11 @@ if triton is not None:  # kernels decorated at import: TRITON_INTERPRET=1 set be
         for first in range(0, width, BLOCK_COLS):
             cols = first + tl.arange(0, BLOCK_COLS)
             inside = cols < width
-            x = tl.load(x_ptr + cols, mask=inside, other=0.0).to(tl.float32)
+            if MERGE:
+                x = _merged_input(x_ptr, top_ptr, total_ptr, cols, inside, PARTS, GROUP, ROWS, HEAD_DIM, dtype)
+                x = x.to(tl.float32)
+            else:
+                x = tl.load(x_ptr + cols, mask=inside, other=0.0).to(tl.float32)
             if NORM:  # the sum of squares in the same pass; 1 / rms scales the sums at the end
                 squares += x * x
                 x *= tl.load(norm_ptr + cols, mask=inside, other=0.0).to(tl.float32)
@@ -107,9 +132,29 @@ if triton is not None:  # kernels decorated at import: TRITON_INTERPRET=1 set be
         y = x.new_empty(*x.shape[:-1], rows_out, dtype=torch.float32 if float_out else x.dtype)
         rows, columns, warps = tile(rows_out, width, gated)
         _gemv_kernel[(triton.cdiv(rows_out, rows),)](
-            weight, x, x if norm_weight is None else norm_weight, x if residual is None else residual, y,
+            weight, x, x if norm_weight is None else norm_weight, x if residual is None else residual, y, x, x,
             rows_out, width, eps, BLOCK_ROWS=rows, BLOCK_COLS=columns, NORM=norm_weight is not None, GATED=gated,
-            RESIDUAL=residual is not None, num_warps=warps,
+            RESIDUAL=residual is not None, MERGE=False, PARTS=1, GROUP=1, ROWS=1, HEAD_DIM=1, num_warps=warps,
+        )  # fmt: skip
+        return y
+
+    def decode_attention_o(qkv: Tensor, cos: Tensor, sin: Tensor, k_cache: Tensor, v_cache: Tensor, slot: Tensor,
+                           bias: Tensor, heads: int, parts: int, o_weight: Tensor,
+                           residual: Tensor) -> Tensor:  # fmt: skip
+        """One sequence's decode-step attention and output projection: residual (..., hidden) + o_weight @ attention,
+        the attention as :func:`speechkit.model.decode_attention.decode_step_attention` (same arguments, B = 1,
+        caches written) with its merge kernel folded into the matrix-vector kernel, which merges the chunks'
+        partial outputs of the columns it reads (the same sums as the merge kernel, rounded to the weight dtype)."""
+        part = decode_attention.chunk_partials(qkv, cos, sin, k_cache, v_cache, slot, bias, heads, parts)
+        rows_out, width = o_weight.shape
+        residual = residual.contiguous()
+        y = torch.empty_like(residual)
+        rows, columns, warps = tile(rows_out, width, False)
+        head_dim = k_cache.shape[-1]
+        _gemv_kernel[(triton.cdiv(rows_out, rows),)](
+            o_weight, part.acc, residual, residual, y, part.top, part.total, rows_out, width, 0.0,
+            BLOCK_ROWS=rows, BLOCK_COLS=columns, NORM=False, GATED=False, RESIDUAL=True, MERGE=True, PARTS=parts,
+            GROUP=part.group, ROWS=part.rows, HEAD_DIM=head_dim, num_warps=warps,
         )  # fmt: skip
         return y
 
@@ -122,3 +167,9 @@ if triton is not None:  # kernels decorated at import: TRITON_INTERPRET=1 set be
                     "bool gated, bool float_out=False) -> Tensor")  # fmt: skip
     _LIBRARY.impl("decode_linear", decode_linear, "CUDA")
     _LIBRARY.impl("decode_linear", _decode_linear_meta, "Meta")
+    _LIBRARY.define("decode_attention_o(Tensor qkv, Tensor cos, Tensor sin, Tensor(a!) k_cache, Tensor(b!) v_cache, "
+                    "Tensor slot, Tensor bias, int heads, int parts, Tensor o_weight, Tensor residual) "
+                    "-> Tensor")  # fmt: skip
+    _LIBRARY.impl("decode_attention_o", decode_attention_o, "CUDA")
+    _LIBRARY.impl("decode_attention_o", lambda *args: torch.empty_like(args[-1], memory_format=torch.contiguous_format),
+                  "Meta")  # fmt: skip

@@ -136,13 +136,19 @@ class DecoderLayer(nn.Module):
         kv_len: int | None,
     ) -> Tensor:
         """:meth:`forward` of one token in four fused matrix-vector kernels: both norms go into the products they
-        feed, the SiLU gate into gate_up's, both residual adds into o's and down's."""
+        feed, the SiLU gate into gate_up's, both residual adds into o's and down's, and (with the Triton attention
+        kernel) the merge of the attention's cache chunks into o's."""
         qkv_weight, o_weight, gate_up_weight, down_weight = weights
         linear = torch.ops.speechkit.decode_linear
         first, second = self.input_layernorm, self.post_attention_layernorm
         qkv = linear(x, qkv_weight, first.weight, first.eps, None, False)
-        h = linear(self.self_attn.attend(qkv, rope, mask, cache, cache_position, kv_len, True), o_weight, None, 0.0,
-                   x, False)  # fmt: skip
+        attention = self.self_attn
+        if attention.step_kernel(qkv, cache, kv_len):  # the attention's merge inside o_proj's kernel
+            args = attention.step_kernel_args(qkv, rope, mask, cache, cache_position)
+            h = torch.ops.speechkit.decode_attention_o(*args, o_weight, x)
+        else:
+            h = linear(attention.attend(qkv, rope, mask, cache, cache_position, kv_len, True), o_weight, None, 0.0, x,
+                       False)  # fmt: skip
         act = linear(h, gate_up_weight, second.weight, second.eps, None, True)
         return linear(act, down_weight, None, 0.0, h, False)
 
