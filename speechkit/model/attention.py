@@ -63,7 +63,8 @@ def build_attention_mask(
 STEP_SDPA_FROM_BATCH = 16
 # Below STEP_SDPA_FROM_BATCH on CUDA with Triton: the step attention as a Triton kernel over this many cache chunks
 # (:mod:`speechkit.model.decode_attention`); 0 = written out. H200, torch 2.11, 30 s prompt, decode tokens/s at batch
-# 1 / 8 in one run: written out 305.4 / 289.6, 1 chunk 297.9 / 289.9, 2 chunks 312.3 / 296.5, 4 chunks 305.6 / 287.6.
+# 1 / 8 in one run: written out 305.4 / 289.6, 1 chunk 297.9 / 289.9, 2 chunks 312.3 / 296.5, 4 chunks 305.6 / 287.6
+# (session 12); with the batch-1 GEMVs, 2 chunks 331.2, 8 chunks 328.6 at batch 1 (session 13).
 STEP_KERNEL_PARTS = 2
 
 

@@ -12,7 +12,9 @@ its two launches); registered through ``torch.library.Library``, which, unlike `
 import ``torch._dynamo`` (3 s of a CPU transcription's start-up).
 
 Whole decode step, H200, torch 2.11, 30 s prompt: attention alone (rotary and cache writes by Inductor), 312.3
-tokens/s at batch 1 with 2 chunks against 305.4 written out (``eval/results/h200/step-kernel-session12.json``).
+tokens/s at batch 1 with 2 chunks against 305.4 written out (``eval/results/h200/step-kernel-session12.json``);
+rotary and cache writes in the kernel, batch-1 products as :mod:`speechkit.model.decode_gemv` kernels, 333.8 / 302.9
+at batch 1 / 8 against 322.4 / 289.4 written out (``step-fused-attention-session13.json``).
 Needs Triton (torch's CUDA wheels bring it); :func:`available` says whether it is there.
 """
 

@@ -18,6 +18,11 @@ After the product, every intermediate is rounded to the input dtype where the un
 SiLU, the gated product, the sum); before it, the normalised input is not rounded (see above). Registered as the CUDA
 operator ``torch.ops.speechkit.decode_linear`` with a meta kernel, opaque to ``torch.compile`` as
 :mod:`speechkit.model.decode_attention`'s; :func:`available` says whether Triton is there.
+``torch.ops.speechkit.decode_attention_o`` is that module's attention followed by o_proj's product, the attention's
+merge of its cache chunks done by the product's programs on the columns they read (one kernel fewer a layer).
+
+Whole batch-1 step, H200, 30 s prompt (``eval/results/h200``, session 13): 311 tokens/s with cuBLAS products, 331
+with these kernels; with the rest of that session's fusions, 343 (2.91 ms a step, 198 kernels).
 """
 
 from __future__ import annotations
