@@ -3,14 +3,15 @@
     python eval/bench/step_attention.py --out DIR                       # the default variants, batches 1 and 8
     python eval/bench/step_attention.py --out DIR --variants 0:16 2:16 2:128 --batches 1 8 16 32 64
 
-A variant is ``parts:sdpa_from[:gemv]``: below ``sdpa_from`` sequences the step attention is the Triton kernel over
-``parts`` cache chunks (``parts`` 0: written out), from ``sdpa_from`` on the SDPA kernel
+A variant is ``parts:sdpa_from[:gemv[:block]]``: below ``sdpa_from`` sequences the step attention is the Triton
+kernel over ``parts`` cache chunks (``parts`` 0: written out), from ``sdpa_from`` on the SDPA kernel
 (``speechkit.model.attention.STEP_KERNEL_PARTS`` and ``STEP_SDPA_FROM_BATCH``); ``gemv`` 0 turns off the batch-1
 step's fused matrix-vector kernels (``speechkit.model.decoder.STEP_GEMV``, default on). Each variant runs in its own
-process (its own compiled layer) on ``gpu.py``'s full-size random model: the step of a 30 s clip's prompt
-(486 cache slots), 100 graph replays from the prompt's end as ``gpu.py`` counts decode tokens/s, best and
-median of 7 blocks after one warm-up block. Variants run in the order given, then once more in the same order,
-so a drift of the machine shows. Writes ``DIR/step_attention.json``.
+process (its own compiled layer) on ``gpu.py``'s full-size random model: the step of a 30 s clip's prompt (486 cache
+slots), 100 graph replays from the prompt's end as ``gpu.py`` counts decode tokens/s, best and median of 7 blocks
+after one warm-up block. Variants run in the order given, then once more in the same order, so a drift of the
+machine shows. Writes ``DIR/step_attention.json``. ``block``: cache slots per inner iteration of the Triton kernel
+(``speechkit.model.decode_attention.BLOCK_SLOTS``; default the package's).
 """
 
 from __future__ import annotations
@@ -28,16 +29,18 @@ import torch
 BLOCKS = 8  # the first is a warm-up
 
 
-def measure(parts: int, sdpa_from: int, gemv: int, batches: list[int]) -> dict:
+def measure(parts: int, sdpa_from: int, gemv: int, block: int | None, batches: list[int]) -> dict:
     """This process's decode tokens/s per batch with the attention variant set before the first compile."""
     from gpu import NEW_TOKENS, _decode_step, _our_model, _prompt  # eval/bench/gpu.py
 
     import speechkit.model.attention as attention
+    import speechkit.model.decode_attention as decode_attention
     import speechkit.model.decoder as decoder
 
     attention.STEP_KERNEL_PARTS, attention.STEP_SDPA_FROM_BATCH = parts, sdpa_from
     decoder.STEP_GEMV = bool(gemv)
-    result: dict = {"parts": parts, "sdpa_from": sdpa_from, "gemv": gemv}
+    decode_attention.BLOCK_SLOTS = block or decode_attention.BLOCK_SLOTS
+    result: dict = {"parts": parts, "sdpa_from": sdpa_from, "gemv": gemv, "block": decode_attention.BLOCK_SLOTS}
     with torch.inference_mode():
         model = _our_model()
         prompt_len = len(_prompt(375))  # a 30 s clip's audio tokens
@@ -66,13 +69,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path)
     parser.add_argument("--variants", nargs="+", default=["0:16", "1:16", "2:16", "4:16"],
-                        help="parts:sdpa_from[:gemv]")  # fmt: skip
+                        help="parts:sdpa_from[:gemv[:block]]")  # fmt: skip
     parser.add_argument("--batches", nargs="+", type=int, default=[1, 8])
     parser.add_argument("--one", help=argparse.SUPPRESS)  # a child process: measure this variant, print its JSON
     args = parser.parse_args()
     if args.one:
-        parts, sdpa_from, gemv = (list(map(int, args.one.split(":"))) + [1])[:3]
-        print(json.dumps(measure(parts, sdpa_from, gemv, args.batches)))
+        parts, sdpa_from, gemv, block = (list(map(int, args.one.split(":"))) + [1, 0])[:4]
+        print(json.dumps(measure(parts, sdpa_from, gemv, block, args.batches)))
         return
     rows = []
     for variant in args.variants * 2:
