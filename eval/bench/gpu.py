@@ -226,14 +226,14 @@ def part_port(static: bool) -> dict:
     for batch in (1, 64):
         clips = _clips(batch)
 
-        def request(clips=clips, batch=batch):
+        def request(clips=clips, batch=batch, new_tokens=NEW_TOKENS):
             feats = frontend(clips)
             n_audio = -(-int(feats.lengths[0]) // 8)
             ids = torch.tensor([_prompt(n_audio)] * batch, device="cuda")
             kwargs = {"cache_implementation": "static"} if static else {}
             return port.generate(input_ids=ids, audio_input_features=feats.values.to(torch.bfloat16),
                                  audio_embed_sizes=torch.tensor([n_audio] * batch, device="cuda"),
-                                 max_new_tokens=NEW_TOKENS, min_new_tokens=NEW_TOKENS, do_sample=False,
+                                 max_new_tokens=new_tokens, min_new_tokens=new_tokens, do_sample=False,
                                  pad_token_id=199999, **kwargs)  # fmt: skip
 
         t0 = time.perf_counter()
@@ -246,7 +246,15 @@ def part_port(static: bool) -> dict:
         best = time.perf_counter() - t0
         result[f"b{batch}"] = {"rtfx": round(batch * CLIP_S / best, 1), "request_s": round(best, 3),
                                "first_call_s": round(warm, 1),
-                               "decode_tokens_per_s_upper": round(NEW_TOKENS / best, 1)}  # fmt: skip
+                               "tokens_per_request_s": round(NEW_TOKENS / best, 1)}  # fmt: skip
+        if batch == 1:  # the decode steps alone: the same request to its first token only, the difference
+            for _ in range(2):  # the first compiles for the shorter cache
+                t0 = time.perf_counter()
+                request(new_tokens=1)
+                _sync()
+                first = time.perf_counter() - t0
+            result["b1"] |= {"first_token_request_s": round(first, 3),
+                             "decode_tokens_per_s": round((NEW_TOKENS - 1) / (best - first), 1)}  # fmt: skip
         torch.cuda.empty_cache()
     result["peak_gb"] = round(torch.cuda.max_memory_allocated() / 1e9, 1)
     return result
@@ -266,8 +274,16 @@ def table(out: Path) -> None:
         if "b64_breakdown_s" in ours:
             stages = ", ".join(f"{k} {v:.3f}" for k, v in ours["b64_breakdown_s"].items())
             print(f"batch 64 request {ours['b64']['request_s']} s; stages alone (s): {stages}")
-        ours_tps, port_tps = ours["b1_decode_tokens_per_s"], port["b1"]["decode_tokens_per_s_upper"]
-        print(f"batch 1 decode: speechkit {ours_tps} tokens/s vs port <= {port_tps} = >= {ours_tps / port_tps:.2f}x")
+        ours_tps, port_tps = ours["b1_decode_tokens_per_s"], port["b1"].get("decode_tokens_per_s")
+        if port_tps:
+            print(f"batch 1 decode steps alone: speechkit {ours_tps} tokens/s vs port {port_tps} = "
+                  f"{ours_tps / port_tps:.2f}x")  # fmt: skip
+        # tokens / whole request (prompt included): how the port's 117 tokens/s of the issue was counted; results
+        # before session 13 call it decode_tokens_per_s_upper, though it is below the port's decode-step rate
+        port_whole = port["b1"].get("tokens_per_request_s") or port["b1"]["decode_tokens_per_s_upper"]
+        ours_whole = round(NEW_TOKENS / ours["b1"]["request_s"], 1)
+        print(f"batch 1 tokens per whole request: speechkit {ours_whole} vs port {port_whole} = "
+              f"{ours_whole / port_whole:.2f}x")  # fmt: skip
 
 
 def main() -> None:
