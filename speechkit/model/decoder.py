@@ -181,7 +181,7 @@ class Decoder(nn.Module):
     def step_logits(self, hidden: Tensor) -> Tensor:
         """A decode step's last hidden states before the final norm, (B, hidden) -> fp32 logits (B, vocab): the norm
         and :meth:`logits` (rounded to the hidden dtype, then fp32), at batch 1 where :func:`gemv_step` in one fused
-        matrix-vector kernel."""
+        matrix-vector kernel (whose normalised input stays fp32: see :mod:`speechkit.model.decode_gemv`)."""
         if gemv_step(hidden):
             weight, norm = self._head_weight(), self.norm
             return torch.ops.speechkit.decode_linear(hidden, weight, norm.weight, norm.eps, None, False, True)
