@@ -69,8 +69,9 @@ def _ours_request(model, frontend, clips: list[np.ndarray], steps=None, tower=No
     tower = AudioGraphs(model.audio) if tower is None else tower  # an empty AudioGraphs is falsy (len 0)
     audio = tower(feats.values, feats.lengths if len(clips) > 1 else None)
     prompts = [_prompt(int(n)) for n in audio.lengths]
+    on_gpu = audio.hidden.device.type == "cuda"  # on the CPU (gpu_profile.py --tiny) the same steps, eager
     return generate_fast(model, prompts, audio, max_new_tokens=[new_tokens] * len(clips), stop_ids=(),
-                         pad_id=199999, detect_loops=False, use_graph=True, compile_layers=compile_layers,
+                         pad_id=199999, detect_loops=False, use_graph=on_gpu, compile_layers=compile_layers,
                          steps=steps)  # fmt: skip
 
 

@@ -1,8 +1,8 @@
-"""Where a decode step and the time to first token go: the top CUDA kernels under torch.profiler.
+"""Where a decode step, the time to first token and a whole request go: the top CUDA kernels under torch.profiler.
 
     python eval/bench/gpu_profile.py --out DIR            # full-size random model, bf16, one GPU
     python eval/bench/gpu_profile.py --out DIR --tiny     # tiny fp32 model on CPU (checks the script)
-    python eval/bench/gpu_profile.py --out DIR --parts encoder   # only the audio tower (also: decode, ttft)
+    python eval/bench/gpu_profile.py --out DIR --parts encoder   # only the audio tower (also: decode, ttft, request)
 
 The model, clips and prompt are ``gpu.py``'s (30 s clips, the 100-token allowance). Parts:
 
@@ -11,7 +11,9 @@ The model, clips and prompt are ``gpu.py``'s (30 s clips, the 100-token allowanc
   per step over ``--steps`` replays, then the kernels of ``--profile-steps`` replays;
 - ``ttft_b1``: one first-token pass at batch 1 (features, encoder, prefill, argmax read back): wall ms
   (best of ``--steps``), then its kernels, and host ms / kernel ms per stage;
-- ``encoder_b64``: the audio tower over 64 clips' features (best of 3 passes), then its kernels.
+- ``encoder_b64``: the audio tower over 64 clips' features (best of 3 passes), then its kernels;
+- ``request_b1``: a whole batch-1 request (``gpu.py``'s, 100 new tokens; best of 3), its kernels, and the time
+  no kernel ran (a request takes longer than its first token plus its steps: this says where).
 
 Writes ``DIR/profile.json`` and ``DIR/profile.txt``: per part the wall ms, kernels launched and kernel
 ms summed per pass (busy % = kernel time / wall time: far below 100 means launch- or host-bound), the
@@ -30,11 +32,11 @@ from collections.abc import Callable
 from pathlib import Path
 
 import torch
-from gpu import CLIP_S, NEW_TOKENS, _clips, _decode_step, _first_token, _our_model  # eval/bench/gpu.py
+from gpu import CLIP_S, NEW_TOKENS, _clips, _decode_step, _first_token, _our_model, _ours_request  # eval/bench/gpu.py
 from torch.autograd import DeviceType
 from torch.profiler import ProfilerActivity, profile
 
-PARTS = ("decode", "ttft", "encoder")
+PARTS = ("decode", "ttft", "encoder", "request")
 DECODE_BATCHES = (64, 1)
 ENCODER_BATCH = 64
 TTFT_STAGES = ("features", "encoder", "prefill")  # record_function labels in gpu._first_token
@@ -184,6 +186,27 @@ def encoder_part(model, frontend, batch: int, passes: int, top: int) -> dict:
     return {"batch": batch, "clip_s": CLIP_S} | _summary(prof, device, 1, wall, top)
 
 
+def request_part(model, frontend, clip, passes: int, top: int) -> dict:
+    """A whole batch-1 request as ``gpu.py`` times it (features, audio tower, prefill, ``NEW_TOKENS`` decode steps
+    with the host's stop-rule checks every few steps), its steps and graphs kept across requests: wall ms (best of
+    ``passes`` after a warm-up request), its kernels, and ``idle_ms``, the wall time no kernel ran (launch gaps,
+    host syncs, host work the GPU waits for)."""
+    from speechkit.inference.audio_graphs import AudioGraphs
+    from speechkit.inference.fast_generate import StepCache
+
+    device = model.decoder.embed_tokens.weight.device
+    steps, tower = StepCache(), AudioGraphs(model.audio)
+
+    def run() -> None:
+        _ours_request(model, frontend, clip, steps, tower, compile_layers=device.type == "cuda")
+
+    run()
+    wall = _wall_ms(run, device, passes, best=True)
+    summary = _summary(_profile(run, device, 1), device, 1, wall, top)
+    idle = round(wall - summary["kernel_ms_per_pass"], 3)
+    return {"batch": 1, "clip_s": CLIP_S, "new_tokens": NEW_TOKENS} | summary | {"idle_ms": idle}
+
+
 def text_table(report: dict) -> str:
     lines = [f"{report['device']}, torch {report['torch']}, {report['dtype']}, prompt {report['prompt_len']} tokens"]
     for name, part in report["parts"].items():
@@ -195,6 +218,8 @@ def text_table(report: dict) -> str:
             f"= {part['busy_pct']:.1f} % busy{reads}",
             "runtime calls/pass: " + ", ".join(f"{k} {v:g}" for k, v in part["runtime_calls_per_pass"].items()),
         ]
+        if "idle_ms" in part:
+            lines.append(f"no kernel running: {part['idle_ms']:.3f} ms of the wall time")
         if "stages" in part:
             lines.append("stages: " + ", ".join(
                 f"{k} host {v['host_ms']:.2f} / kernels {v['kernel_ms']:.2f} ms" for k, v in part["stages"].items()
@@ -229,6 +254,8 @@ def run(args: argparse.Namespace) -> dict:
         report["parts"]["ttft_b1"] = ttft_part(model, frontend, clip, args.steps, args.top)
     if "encoder" in args.parts:
         report["parts"][f"encoder_b{ENCODER_BATCH}"] = encoder_part(model, frontend, ENCODER_BATCH, 3, args.top)
+    if "request" in args.parts:
+        report["parts"]["request_b1"] = request_part(model, frontend, clip, 3, args.top)
     return report
 
 
