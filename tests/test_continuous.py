@@ -8,7 +8,7 @@ from decoding_helpers import prompted_clips
 
 from speechkit.audio import SAMPLE_RATE, load_audio
 from speechkit.errors import ConfigError
-from speechkit.inference import continuous, fast_generate
+from speechkit.inference import continuous
 from speechkit.inference.continuous import generate_continuous
 from speechkit.inference.generate import generate
 from speechkit.inference.pipeline import DecodeOptions, Pipeline
@@ -19,7 +19,7 @@ from speechkit.text.prompts import PromptSpec, Task
 
 @pytest.mark.parametrize("sync_every", [1, 8])
 def test_each_request_gets_its_plain_tokens(loaded, monkeypatch, sync_every):
-    monkeypatch.setattr(fast_generate, "SYNC_EVERY", sync_every)
+    monkeypatch.setattr(continuous, "SYNC_EVERY", sync_every)
     monkeypatch.setattr(continuous, "CAPACITY_BUCKET", 16)  # a ring of few slots: rows wrap around it
     seconds = [3.0, 1.2, 2.1, 0.7, 2.6, 1.5, 0.9] * 2
     prompts, audio = prompted_clips(loaded, seconds)

@@ -72,7 +72,7 @@ def test_kernels_compile_for_hopper():
     merge = {"acc_ptr": "*fp32", "max_ptr": "*fp32", "sum_ptr": "*fp32", "out_ptr": "*bf16"}
     for kernel, signature, constexprs in (
         (decode_attention._chunk_kernel, chunk,
-         sizes | {"HEADS": 24, "ROTARY": 96, "BLOCK": 64, "PRECISION": "tf32", "SCALE": 128**-0.5}),
+         sizes | {"HEADS": 24, "ROTARY": 96, "BLOCK": 64, "PRECISION": "tf32", "SCALE": 128**-0.5, "PDL": True}),
         (decode_attention._merge_kernel, merge, sizes | {"PARTS": 4}),
     ):
         signature = signature | dict.fromkeys(constexprs, "constexpr")

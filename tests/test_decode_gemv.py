@@ -99,22 +99,24 @@ def test_kernel_equals_the_written_out_products_in_the_interpreter():
     assert done.returncode == 0, done.stderr[-3000:]
 
 
-@pytest.mark.parametrize("norm, gated, residual, merge", [(True, False, False, False), (False, False, True, False),
-                                                          (True, True, False, False), (False, False, True, True)])
-def test_kernel_compiles_for_hopper(norm, gated, residual, merge):
+@pytest.mark.parametrize("norm, gated, residual, merge, prefetch", [
+    (True, False, False, False, True), (False, False, True, False, False), (True, True, False, False, True),
+    (True, True, False, False, False), (False, False, True, True, True)])  # fmt: skip
+def test_kernel_compiles_for_hopper(norm, gated, residual, merge, prefetch):
     triton = pytest.importorskip("triton")
     from triton.backends.compiler import GPUTarget
     from triton.compiler import ASTSource
 
     constexprs = {"BLOCK_ROWS": 8, "BLOCK_COLS": 512, "NORM": norm, "GATED": gated, "RESIDUAL": residual,
-                  "MERGE": merge, "PARTS": 2, "GROUP": 3, "ROWS": 16, "HEAD_DIM": 128}  # fmt: skip
+                  "MERGE": merge, "PARTS": 2, "GROUP": 3, "ROWS": 16, "HEAD_DIM": 128, "PDL": True,
+                  "PREFETCH": prefetch}  # fmt: skip
     signature = dict.fromkeys(("w_ptr", "x_ptr", "norm_ptr", "residual_ptr", "y_ptr"), "*bf16")
     if merge:
         signature["x_ptr"] = "*fp32"
     signature |= {"top_ptr": "*fp32", "total_ptr": "*fp32", "rows_out": "i32", "width": "i32", "eps": "fp32"}
     signature |= dict.fromkeys(constexprs, "constexpr")
     source = ASTSource(fn=decode_gemv._gemv_kernel, signature=signature, constexprs=constexprs)
-    assert "cubin" in triton.compile(source, target=GPUTarget("cuda", 90, 32)).asm
+    assert "griddepcontrol.wait" in triton.compile(source, target=GPUTarget("cuda", 90, 32)).asm["ptx"]
 
 
 def test_tiles_fit_the_input_width():
@@ -179,3 +181,38 @@ def test_merged_attention_output_on_gpu_matches_the_merge_kernel():
     out = torch.ops.speechkit.decode_attention_o(qkv, cos, sin, k_out, v_out, slot, bias, 24, 2, o_weight, residual)
     assert ((out.float() - ref).abs().max() / ref.abs().max()).item() <= 1e-2
     assert torch.equal(k_out, k_ref) and torch.equal(v_out, v_ref)
+
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_programmatic_dependent_launches_in_a_graph_equal_plain_ones(monkeypatch):
+    # a chain of kernels each reading the one before's output, captured in a CUDA graph: launched as programmatic
+    # dependents (each may start before the one before ends) they must give the plain launches' bits exactly
+    from speechkit.model import decode_attention
+
+    gen = torch.Generator(device="cuda").manual_seed(0)
+    gate_up = (torch.randn(16384, 3072, generator=gen, device="cuda") / 55).bfloat16()
+    down = (torch.randn(3072, 8192, generator=gen, device="cuda") / 90).bfloat16()
+    norm = (torch.rand(3072, generator=gen, device="cuda") + 0.5).bfloat16()
+    x = torch.randn(1, 3072, generator=gen, device="cuda").bfloat16()
+    outputs = {}
+    for pdl in (False, True):
+        monkeypatch.setattr(decode_attention, "PDL", pdl)
+
+        def chain():
+            h = x
+            for _ in range(24):  # a layer's MLP: gate_up with its norm, down with the residual
+                act = torch.ops.speechkit.decode_linear(h, gate_up, norm, 1e-5, None, True)
+                h = torch.ops.speechkit.decode_linear(act, down, None, 0.0, h, False)
+            return h
+
+        chain()  # compile before the capture
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            out = chain()
+        for _ in range(3):
+            graph.replay()
+        outputs[pdl] = out.clone()
+    assert torch.isfinite(outputs[False]).all()
+    assert torch.equal(outputs[True], outputs[False])

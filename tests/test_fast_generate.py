@@ -15,10 +15,8 @@ from speechkit.model.loader import load_speech_model
 from speechkit.text.prompts import Task
 
 
-@pytest.mark.parametrize("sync_every", [1, 8])
 @pytest.mark.parametrize("graph_max_tokens", [0, fast.PREFILL_GRAPH_MAX_TOKENS], ids=["exact-prefill", "padded"])
-def test_fast_equals_plain(loaded, monkeypatch, sync_every, graph_max_tokens):
-    monkeypatch.setattr(fast, "SYNC_EVERY", sync_every)
+def test_fast_equals_plain(loaded, monkeypatch, graph_max_tokens):
     monkeypatch.setattr(fast, "PREFILL_GRAPH_MAX_TOKENS", graph_max_tokens)
     prompts, audio = prompted_clips(loaded, [3.0, 1.2, 2.1])
     caps = [24, 7, 15]

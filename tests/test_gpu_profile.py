@@ -32,7 +32,7 @@ def report(tmp_path_factory) -> tuple[dict, str]:
 def test_parts_and_their_positions(report):
     data, _ = report
     assert list(data["parts"]) == ["decode_b64", "decode_b1", "ttft_b1", "encoder_b64", "request_b1"]
-    assert data["parts"]["request_b1"]["new_tokens"] == 100 and data["parts"]["request_b1"]["idle_ms"] >= 0
+    assert data["parts"]["request_b1"]["new_tokens"] == 100  # its gaps between kernels: CUDA only
     assert data["parts"]["encoder_b64"]["batch"] == 64
     assert data["prompt_len"] == 1 + 375 + 8 + 2  # a 30 s clip: 3000 frames -> 375 audio tokens, plus the chat form
     for batch in (64, 1):

@@ -91,6 +91,30 @@ def _kernel_times(prof: profile, device: torch.device) -> tuple[Counter, Counter
     return total_us, calls
 
 
+def _gaps(prof: profile, top: int) -> dict:
+    """Where no kernel ran, from the union of the kernels' time spans (kernels launched as programmatic
+    dependents overlap, so wall - summed kernel time undercounts): ``span_ms`` first kernel start to last kernel
+    end, ``idle_ms`` the time inside it no kernel ran, and the ``top`` pairs of kernels around the gaps (the
+    kernel that ended last -> the one that started after the gap) by summed gap time."""
+    spans = sorted((e.time_range.start, e.time_range.end, e.name) for e in prof.events()
+                   if e.device_type == DeviceType.CUDA and not getattr(e, "is_user_annotation", False)
+                   and e.name not in TTFT_STAGES)  # fmt: skip
+    if not spans:
+        return {}
+    idle_us, gap_us, gap_count = 0.0, Counter(), Counter()
+    reach, before = spans[0][1], spans[0][2]
+    for start, end, name in spans[1:]:
+        if start > reach:
+            pair = f"{before[:48]} -> {name[:48]}"
+            idle_us += start - reach
+            gap_us[pair] += start - reach
+            gap_count[pair] += 1
+        if end > reach:
+            reach, before = end, name
+    return {"span_ms": round((reach - spans[0][0]) / 1000, 3), "idle_ms": round(idle_us / 1000, 3),
+            "gaps": [{"pair": k, "count": gap_count[k], "total_us": round(v, 1)} for k, v in gap_us.most_common(top)]}
+
+
 def _summary(prof: profile, device: torch.device, passes: int, wall_ms: float, top: int) -> dict:
     total_us, calls = _kernel_times(prof, device)
     wall_us = 1000 * wall_ms
@@ -189,8 +213,8 @@ def encoder_part(model, frontend, batch: int, passes: int, top: int) -> dict:
 def request_part(model, frontend, clip, passes: int, top: int) -> dict:
     """A whole batch-1 request as ``gpu.py`` times it (features, audio tower, prefill, ``NEW_TOKENS`` decode steps
     with the host's stop-rule checks every few steps), its steps and graphs kept across requests: wall ms (best of
-    ``passes`` after a warm-up request), its kernels, and ``idle_ms``, the wall time no kernel ran (launch gaps,
-    host syncs, host work the GPU waits for)."""
+    ``passes`` after a warm-up request), its kernels, and where no kernel ran (:func:`_gaps`: launch gaps, host
+    syncs, host work the GPU waits for)."""
     from speechkit.inference.audio_graphs import AudioGraphs
     from speechkit.inference.fast_generate import StepCache
 
@@ -202,9 +226,9 @@ def request_part(model, frontend, clip, passes: int, top: int) -> dict:
 
     run()
     wall = _wall_ms(run, device, passes, best=True)
-    summary = _summary(_profile(run, device, 1), device, 1, wall, top)
-    idle = round(wall - summary["kernel_ms_per_pass"], 3)
-    return {"batch": 1, "clip_s": CLIP_S, "new_tokens": NEW_TOKENS} | summary | {"idle_ms": idle}
+    prof = _profile(run, device, 1)
+    gaps = _gaps(prof, top) if device.type == "cuda" else {}
+    return {"batch": 1, "clip_s": CLIP_S, "new_tokens": NEW_TOKENS} | _summary(prof, device, 1, wall, top) | gaps
 
 
 def text_table(report: dict) -> str:
@@ -219,7 +243,9 @@ def text_table(report: dict) -> str:
             "runtime calls/pass: " + ", ".join(f"{k} {v:g}" for k, v in part["runtime_calls_per_pass"].items()),
         ]
         if "idle_ms" in part:
-            lines.append(f"no kernel running: {part['idle_ms']:.3f} ms of the wall time")
+            lines.append(f"kernels from first start to last end {part['span_ms']:.3f} ms, none running "
+                         f"{part['idle_ms']:.3f} ms of it; gaps by the kernels around them:")
+            lines += [f"{g['total_us']:>10.1f} us {g['count']:>5} x  {g['pair']}" for g in part["gaps"]]
         if "stages" in part:
             lines.append("stages: " + ", ".join(
                 f"{k} host {v['host_ms']:.2f} / kernels {v['kernel_ms']:.2f} ms" for k, v in part["stages"].items()

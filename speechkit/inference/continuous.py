@@ -9,8 +9,8 @@ the GPU) and its keys and values are copied into its row, in the slots just befo
 their rotary positions, so where they sit in the ring does not change the attention result; each request
 decodes as it would alone (fp32: the same tokens; the order of the attention sums differs).
 
-Stop rules are applied on the host every ``SYNC_EVERY`` steps (as in ``generate_fast``); a row whose request
-stopped inside that window runs idle until the sync, then takes the next request. A request must fit in the
+Stop rules are applied on the host every ``SYNC_EVERY`` steps; a row whose request stopped inside that
+window runs idle until the sync, then takes the next request. A request must fit in the
 ring: prompt + new tokens <= its capacity (the longest request, rounded up to ``CAPACITY_BUCKET``).
 Requests whose length leaves LongRoPE's short regime are decoded one by one by ``generate_fast``.
 """
@@ -28,6 +28,8 @@ from speechkit.inference.fast_generate import CAPACITY_BUCKET, DecodeStep, gener
 from speechkit.inference.generate import Generation, Row, advance
 from speechkit.model.encoder import EncoderOutput
 from speechkit.model.speech_model import SpeechModel
+
+SYNC_EVERY = 8  # decode steps between host checks of the stop rules (and admissions of waiting requests)
 
 
 @torch.inference_mode()
@@ -107,7 +109,7 @@ def generate_continuous(
         admit(row)
     while any(i is not None for i in serving):
         tokens, logprobs = [], []
-        for _ in range(fast_generate.SYNC_EVERY):
+        for _ in range(SYNC_EVERY):
             ring()
             tokens.append(ring.best.clone())
             logprobs.append(ring.logprob.clone())

@@ -1,8 +1,8 @@
 """Greedy decoding with the decode step captured in a CUDA graph (the GPU fast path).
 
 Same results as :func:`speechkit.inference.generate.generate`: the same prefill, the same per-step
-math, the same stop, loop and length rules (applied on the host to tokens read back every
-``SYNC_EVERY`` steps). What changes is how a step is launched: every buffer the step touches is
+math, the same stop, loop and length rules (applied on the host to each step's tokens while the GPU
+runs the next step: :class:`StepResults`). What changes is how a step is launched: every buffer the step touches is
 allocated once (token, positions, cache slot, outputs), the step writes its argmax back into the
 token buffer and advances positions and slot on the device, so on CUDA one graph replay runs a
 whole step with no host work. On CPU (tests) the identical step runs eagerly. Its attention folds
@@ -45,7 +45,6 @@ from speechkit.model.lora import LoRALinear
 from speechkit.model.rope import Regime
 from speechkit.model.speech_model import SpeechModel
 
-SYNC_EVERY = 8  # decode steps between host checks of the stop rules
 CAPACITY_BUCKET = 256  # a kept step's cache slots are rounded up to a multiple of this
 PREFILL_STEP = 64  # a prompt is padded up to a multiple of this many tokens: one prefill graph per length
 # Prompts of more tokens than this (batch x padded length) prefill eagerly at their exact length: their kernels
@@ -335,26 +334,52 @@ def generate_fast(
                         mask[:, :prompt_len] if padded else None)  # fmt: skip
     logprob, token = greedy_pick(decoder.logits(last).float())
     step.load(mask, token[:, None], positions[:, prompt_len - 1 : prompt_len] + 1, prompt_len)
-    stops = torch.tensor(stop_ids, device=device, dtype=torch.long)
     rows = [Row(n, [], detect_loops) for n in max_new_tokens]
-    pending_tokens, pending_logprobs = [token], [logprob]
-    for _ in range(max(max_new_tokens) - 1):  # the prefill gave the first token
-        if len(pending_tokens) >= SYNC_EVERY:
-            if _settle(rows, pending_tokens, pending_logprobs, stops):
-                break
-            pending_tokens, pending_logprobs = [], []
+    results = StepResults(len(prompts), max(max_new_tokens), device)
+    results.push(0, token, logprob)  # the prefill gave the first token
+    stops = frozenset(stop_ids)
+
+    def settle(index: int) -> bool:  # True when every row has stopped
+        tokens, logprobs = results.read(index)
+        advance(rows, tokens, logprobs, [t in stops for t in tokens])
+        return all(r.stop is not None for r in rows)
+
+    last = max(max_new_tokens) - 1
+    for index in range(1, last + 1):
         step()
-        pending_tokens.append(step.best.clone())
-        pending_logprobs.append(step.logprob.clone())
-    _settle(rows, pending_tokens, pending_logprobs, stops)
+        results.push(index, step.best, step.logprob)
+        if settle(index - 1):  # step ``index`` already runs: at most one step past the end
+            break
+    else:
+        settle(last)
     return [Generation(tuple(r.tokens), r.logprob / r.sampled, r.stop) for r in rows]
 
 
-def _settle(rows: list[Row], tokens: list[torch.Tensor], logprobs: list[torch.Tensor], stops: torch.Tensor) -> bool:
-    """Apply the plain path's rules to the steps since the last sync; True when every row has stopped."""
-    if tokens:
-        token_steps = torch.stack(tokens)  # (steps, B)
-        is_stop = torch.isin(token_steps, stops).tolist()
-        for tok, lp, st in zip(token_steps.tolist(), torch.stack(logprobs).tolist(), is_stop, strict=True):
-            advance(rows, tok, lp, st)
-    return all(r.stop is not None for r in rows)
+class StepResults:
+    """Each decode step's (B,) tokens and log-probabilities copied to the host as the steps run, so the host
+    applies the stop rules to step i while the GPU runs step i + 1 and never waits for the host.
+
+    On CUDA the copies go to pinned host memory without blocking, each followed by an event that :meth:`read`
+    waits for; the step's next replay overwrites the device outputs only after the copy, in stream order. A
+    host sync every few steps instead left the GPU idle while the host checked and relaunched (an H200
+    request at batch 1: ~0.7 ms at each of 13 syncs, ~3 % of the request).
+    """
+
+    def __init__(self, batch: int, steps: int, device: torch.device) -> None:
+        pinned = device.type == "cuda"
+        self.tokens = torch.empty(steps, batch, dtype=torch.long, pin_memory=pinned)
+        self.logprobs = torch.empty(steps, batch, dtype=torch.float32, pin_memory=pinned)
+        self.events = [torch.cuda.Event() for _ in range(steps)] if pinned else None
+
+    def push(self, index: int, tokens: torch.Tensor, logprobs: torch.Tensor) -> None:
+        """Queue the copy of step ``index``'s (B,) ``tokens`` and ``logprobs``."""
+        self.tokens[index].copy_(tokens, non_blocking=True)
+        self.logprobs[index].copy_(logprobs, non_blocking=True)
+        if self.events is not None:
+            self.events[index].record()
+
+    def read(self, index: int) -> tuple[list[int], list[float]]:
+        """Step ``index``'s tokens and log-probabilities, once copied."""
+        if self.events is not None:
+            self.events[index].synchronize()
+        return self.tokens[index].tolist(), self.logprobs[index].tolist()

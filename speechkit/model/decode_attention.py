@@ -32,6 +32,9 @@ except ImportError:
     triton = None
 
 BLOCK_SLOTS = 64  # cache slots per inner iteration
+# Launch the decode step's kernels (here and in decode_gemv) as programmatic dependents on Hopper and later: each
+# may start while the kernel before it finishes (see wait_previous)
+PDL = True
 MIN_GROUP_ROWS = 16  # tl.dot's smallest row count: the group's query rows are padded up to it
 
 
@@ -52,18 +55,38 @@ def available() -> bool:
     return triton is not None
 
 
+def launch_options(x: Tensor) -> dict:
+    """The launch arguments of a decode-step kernel on ``x``'s device: ``PDL`` (the kernels' flag) and Triton's
+    ``launch_pdl``, on with :data:`PDL` on a CUDA device of compute capability 9 or more."""
+    on = PDL and x.is_cuda and torch.cuda.get_device_properties(x.device).major >= 9
+    return {"PDL": True, "launch_pdl": True} if on else {"PDL": False}
+
+
 if triton is not None:  # kernels decorated at import: TRITON_INTERPRET=1 set before it runs them on the CPU
+    from triton.language.extra.cuda import gdc_launch_dependents, gdc_wait
+
+    @triton.jit
+    def wait_previous():
+        """In a kernel launched as a programmatic dependent (``launch_pdl``), which the GPU may start once every
+        program of the kernel before it has started (passed this same call): let the next kernel start, then wait
+        until the one before has finished and its writes are visible. The code before this call may run before
+        any number of earlier kernels end: it reads only what no kernel of the step writes (weights) and writes
+        nothing. A kernel launched plainly after one of these waits for its end as ever."""
+        gdc_launch_dependents()
+        gdc_wait()
 
     @triton.jit
     def _chunk_kernel(qkv_ptr, cos_ptr, sin_ptr, k_ptr, v_ptr, slot_ptr, bias_ptr, acc_ptr, max_ptr, sum_ptr,
                       qkv_sb, rope_sb, k_sb, k_sh, k_ss, v_sb, v_sh, v_ss, bias_sb, kv_heads, slots, chunk,
                       HEADS: tl.constexpr, GROUP: tl.constexpr, ROWS: tl.constexpr, HEAD_DIM: tl.constexpr,
                       ROTARY: tl.constexpr, BLOCK: tl.constexpr, PRECISION: tl.constexpr,
-                      SCALE: tl.constexpr):  # fmt: skip
+                      SCALE: tl.constexpr, PDL: tl.constexpr):  # fmt: skip
         """One (sequence, KV head) and one chunk of ``chunk`` slots: the group's query rows and the new key rotated,
         the new key and value used from registers at the step's slot and stored there by the chunk holding it,
         unnormalised output rows, their running max and sum of weights into the partial buffers
-        (chunk-major after the (sequence, KV head) index)."""
+        (chunk-major after the (sequence, KV head) index). ``PDL``: see :func:`wait_previous`."""
+        if PDL:
+            wait_previous()
         pair = tl.program_id(0)
         part = tl.program_id(1)
         parts = tl.num_programs(1)
@@ -159,7 +182,7 @@ if triton is not None:  # kernels decorated at import: TRITON_INTERPRET=1 set be
             v_cache.stride(2), bias_sb, kv_heads, slots, chunk, HEADS=heads, GROUP=group, ROWS=rows,
             HEAD_DIM=head_dim, ROTARY=cos.shape[-1], BLOCK=BLOCK_SLOTS,
             PRECISION="ieee" if qkv.dtype == torch.float32 else "tf32",  # fp32 stays fp32 (no TF32 products)
-            SCALE=head_dim**-0.5,
+            SCALE=head_dim**-0.5, **launch_options(qkv),
         )  # fmt: skip
         return Partials(acc, top, total, parts, group, rows)
 

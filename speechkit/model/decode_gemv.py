@@ -39,6 +39,9 @@ except ImportError:
     triton = None
 
 
+PREFETCH = True  # each program loads its weight tiles one iteration ahead, the first before waiting (PDL)
+
+
 def available() -> bool:
     return triton is not None
 
@@ -77,13 +80,26 @@ if triton is not None:  # kernels decorated at import: TRITON_INTERPRET=1 set be
         return tl.where(inside, tl.sum(acc * scale, 0) / total, 0.0).to(dtype)
 
     @triton.jit
+    def _weight_tile(w_ptr, rows, live, cols, rows_out, width, GATED: tl.constexpr):
+        """The (rows, cols) tile of W and, ``GATED``, of its up half (else W's again); 0 outside W."""
+        offsets = rows[:, None] * width + cols[None, :]
+        both = live[:, None] & (cols < width)[None, :]
+        w = tl.load(w_ptr + offsets, mask=both, other=0.0)
+        if GATED:
+            return w, tl.load(w_ptr + rows_out * width + offsets, mask=both, other=0.0)
+        return w, w
+
+    @triton.jit
     def _gemv_kernel(w_ptr, x_ptr, norm_ptr, residual_ptr, y_ptr, top_ptr, total_ptr, rows_out, width, eps,
                      BLOCK_ROWS: tl.constexpr, BLOCK_COLS: tl.constexpr, NORM: tl.constexpr, GATED: tl.constexpr,
                      RESIDUAL: tl.constexpr, MERGE: tl.constexpr, PARTS: tl.constexpr, GROUP: tl.constexpr,
-                     ROWS: tl.constexpr, HEAD_DIM: tl.constexpr):  # fmt: skip
+                     ROWS: tl.constexpr, HEAD_DIM: tl.constexpr, PDL: tl.constexpr,
+                     PREFETCH: tl.constexpr):  # fmt: skip
         """y[rows] for BLOCK_ROWS output rows: W (rows_out or 2 x rows_out gated, width) row-major, x (width,);
         ``MERGE``: x merged from attention partials at ``x_ptr`` (acc), ``top_ptr``, ``total_ptr`` (sizes
-        PARTS, GROUP, ROWS, HEAD_DIM; see :func:`_merged_input`)."""
+        PARTS, GROUP, ROWS, HEAD_DIM; see :func:`_merged_input`). ``PDL``: launched as a programmatic dependent
+        (see :func:`speechkit.model.decode_attention.wait_previous`); ``PREFETCH``: each weight tile is loaded one
+        iteration ahead, the first before that wait."""
         dtype = w_ptr.dtype.element_ty
         rows = tl.program_id(0) * BLOCK_ROWS + tl.arange(0, BLOCK_ROWS)
         live = rows < rows_out
@@ -92,8 +108,13 @@ if triton is not None:  # kernels decorated at import: TRITON_INTERPRET=1 set be
             acc_up = tl.zeros((BLOCK_ROWS, BLOCK_COLS), tl.float32)
         if NORM:
             squares = tl.zeros((BLOCK_COLS,), tl.float32)
+        span = tl.arange(0, BLOCK_COLS)
+        if PREFETCH:  # the first weight tile read while the previous kernel may still run (PDL)
+            w, w_up = _weight_tile(w_ptr, rows, live, span, rows_out, width, GATED)
+        if PDL:
+            decode_attention.wait_previous()
         for first in range(0, width, BLOCK_COLS):
-            cols = first + tl.arange(0, BLOCK_COLS)
+            cols = first + span
             inside = cols < width
             if MERGE:
                 x = _merged_input(x_ptr, top_ptr, total_ptr, cols, inside, PARTS, GROUP, ROWS, HEAD_DIM, dtype)
@@ -103,11 +124,13 @@ if triton is not None:  # kernels decorated at import: TRITON_INTERPRET=1 set be
             if NORM:  # the sum of squares in the same pass; 1 / rms scales the sums at the end
                 squares += x * x
                 x *= tl.load(norm_ptr + cols, mask=inside, other=0.0).to(tl.float32)
-            offsets = rows[:, None] * width + cols[None, :]
-            both = live[:, None] & inside[None, :]
-            acc += tl.load(w_ptr + offsets, mask=both, other=0.0).to(tl.float32) * x[None, :]
+            if not PREFETCH:
+                w, w_up = _weight_tile(w_ptr, rows, live, cols, rows_out, width, GATED)
+            acc += w.to(tl.float32) * x[None, :]
             if GATED:
-                acc_up += tl.load(w_ptr + rows_out * width + offsets, mask=both, other=0.0).to(tl.float32) * x[None, :]
+                acc_up += w_up.to(tl.float32) * x[None, :]
+            if PREFETCH:  # the next tile (none past the last: masked)
+                w, w_up = _weight_tile(w_ptr, rows, live, cols + BLOCK_COLS, rows_out, width, GATED)
         y = tl.sum(acc, 1)
         if GATED:
             up = tl.sum(acc_up, 1)
@@ -140,6 +163,7 @@ if triton is not None:  # kernels decorated at import: TRITON_INTERPRET=1 set be
             weight, x, x if norm_weight is None else norm_weight, x if residual is None else residual, y, x, x,
             rows_out, width, eps, BLOCK_ROWS=rows, BLOCK_COLS=columns, NORM=norm_weight is not None, GATED=gated,
             RESIDUAL=residual is not None, MERGE=False, PARTS=1, GROUP=1, ROWS=1, HEAD_DIM=1, num_warps=warps,
+            PREFETCH=PREFETCH, **decode_attention.launch_options(x),
         )  # fmt: skip
         return y
 
@@ -160,6 +184,7 @@ if triton is not None:  # kernels decorated at import: TRITON_INTERPRET=1 set be
             o_weight, part.acc, residual, residual, y, part.top, part.total, rows_out, width, 0.0,
             BLOCK_ROWS=rows, BLOCK_COLS=columns, NORM=False, GATED=False, RESIDUAL=True, MERGE=True, PARTS=parts,
             GROUP=part.group, ROWS=part.rows, HEAD_DIM=head_dim, num_warps=warps,
+            PREFETCH=PREFETCH, **decode_attention.launch_options(qkv),
         )  # fmt: skip
         return y
 
