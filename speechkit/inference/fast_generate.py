@@ -21,7 +21,7 @@ matmuls (norms, rotary, cache writes, gate, residual adds), which at batch 1 too
 GPU time (an H200 step was 4.7 ms, its matmuls ~2.3 ms). On CUDA with Triton, below 16 sequences the rotary, cache
 writes and attention are one kernel (:mod:`speechkit.model.decode_attention`), and at batch 1 the products are
 matrix-vector kernels with the norms, gate, residual adds, the attention's merge and the LM head's norm fused in
-(:mod:`speechkit.model.decode_gemv`): 2.9 ms a step on an H200, 198 kernels.
+(:mod:`speechkit.model.decode_gemv`), launched as programmatic dependents: 2.78 ms a step on an H200, 198 kernels.
 
 Sequences that would cross LongRoPE's short/long threshold mid-generation take the plain path:
 the official recompute cannot live inside a fixed graph.
@@ -360,9 +360,11 @@ class StepResults:
     applies the stop rules to step i while the GPU runs step i + 1 and never waits for the host.
 
     On CUDA the copies go to pinned host memory without blocking, each followed by an event that :meth:`read`
-    waits for; the step's next replay overwrites the device outputs only after the copy, in stream order. A
-    host sync every few steps instead left the GPU idle while the host checked and relaunched (an H200
-    request at batch 1: ~0.7 ms at each of 13 syncs, ~3 % of the request).
+    waits for; the step's next replay overwrites the device outputs only after the copy, in stream order. Read
+    one step behind, a request runs at most one step past its end-of-text; checks every 8 steps (the earlier
+    form) ran up to 7, ~20 ms at batch 1 on an H200, and drained the GPU at each check (under the profiler, ~0.7
+    ms idle per check). A forced-length request is no faster either way: the loop is GPU-bound (H200, batch 1:
+    291.5 / 291.2 / 291.4 ms reading 1, 4 or 99 steps behind; ``eval/results/h200``, session 14).
     """
 
     def __init__(self, batch: int, steps: int, device: torch.device) -> None:

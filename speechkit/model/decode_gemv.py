@@ -21,8 +21,13 @@ operator ``torch.ops.speechkit.decode_linear`` with a meta kernel, opaque to ``t
 ``torch.ops.speechkit.decode_attention_o`` is that module's attention followed by o_proj's product, the attention's
 merge of its cache chunks done by the product's programs on the columns they read (one kernel fewer a layer).
 
-Whole batch-1 step, H200, 30 s prompt (``eval/results/h200``, session 13): 311 tokens/s with cuBLAS products, 331
-with these kernels; with the rest of that session's fusions, 343 (2.91 ms a step, 198 kernels).
+On Hopper the kernels are launched as programmatic dependents (:data:`speechkit.model.decode_attention.PDL`) and each
+program loads its first weight tile before waiting for the kernel before it (:data:`PREFETCH`): the weight reads
+start under the previous kernel's tail, most of all o_proj's during the attention kernel's 16 programs.
+
+Whole batch-1 step, H200, 30 s prompt (``eval/results/h200``): 311 tokens/s with cuBLAS products, 331 with these
+kernels; with the rest of session 13's fusions, 343-345 (2.91 ms a step, 198 kernels); with the dependent launches
+and the prefetch, 359-362 (session 14).
 """
 
 from __future__ import annotations
