@@ -21,7 +21,7 @@ matmuls (norms, rotary, cache writes, gate, residual adds), which at batch 1 too
 GPU time (an H200 step was 4.7 ms, its matmuls ~2.3 ms). On CUDA with Triton, below 16 sequences the rotary, cache
 writes and attention are one kernel (:mod:`speechkit.model.decode_attention`), and at batch 1 the products are
 matrix-vector kernels with the norms, gate, residual adds, the attention's merge and the LM head's norm fused in
-(:mod:`speechkit.model.decode_gemv`), launched as programmatic dependents: 2.78 ms a step on an H200, 198 kernels.
+(:mod:`speechkit.model.decode_gemv`), launched as programmatic dependents: 2.71 ms a step on an H200, 198 kernels.
 
 Sequences that would cross LongRoPE's short/long threshold mid-generation take the plain path:
 the official recompute cannot live inside a fixed graph.

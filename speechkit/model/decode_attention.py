@@ -76,6 +76,31 @@ if triton is not None:  # kernels decorated at import: TRITON_INTERPRET=1 set be
         gdc_wait()
 
     @triton.jit
+    def _cache_block(k_base, v_base, bias_at, cols, stop, k_ss, v_ss, dims):
+        """The keys, values (BLOCK, HEAD_DIM) and fp32 bias (BLOCK,) of cache slots ``cols`` (0, 0, -inf from
+        ``stop`` on)."""
+        valid = cols < stop
+        k = tl.load(k_base + cols[:, None] * k_ss + dims[None, :], mask=valid[:, None], other=0.0)
+        v = tl.load(v_base + cols[:, None] * v_ss + dims[None, :], mask=valid[:, None], other=0.0)
+        return k, v, tl.load(bias_at + cols, mask=valid, other=float("-inf")).to(tl.float32)
+
+    @triton.jit
+    def _attend_block(q, k, v, bias, fresh, new_k, new_v, top, total, acc, PRECISION: tl.constexpr,
+                      SCALE: tl.constexpr):  # fmt: skip
+        """One block of slots into the online softmax: ``fresh`` (BLOCK, 1) marks the step's own slot, whose key
+        and value are this step's (from registers); the updated running max, sum of weights and output rows."""
+        k = tl.where(fresh, new_k[None, :], k)
+        v = tl.where(fresh, new_v[None, :], v)
+        logits = tl.dot(q, tl.trans(k), input_precision=PRECISION) * SCALE + bias[None, :]  # (ROWS, BLOCK)
+        new_top = tl.maximum(top, tl.max(logits, 1))
+        safe = tl.where(new_top == float("-inf"), 0.0, new_top)  # all masked so far: no NaN from -inf - -inf
+        weights = tl.exp(logits - safe[:, None])
+        rescale = tl.exp(top - safe)
+        total = total * rescale + tl.sum(weights, 1)
+        acc = acc * rescale[:, None] + tl.dot(weights.to(v.dtype), v, input_precision=PRECISION)
+        return new_top, total, acc
+
+    @triton.jit
     def _chunk_kernel(qkv_ptr, cos_ptr, sin_ptr, k_ptr, v_ptr, slot_ptr, bias_ptr, acc_ptr, max_ptr, sum_ptr,
                       qkv_sb, rope_sb, k_sb, k_sh, k_ss, v_sb, v_sh, v_ss, bias_sb, kv_heads, slots, chunk,
                       HEADS: tl.constexpr, GROUP: tl.constexpr, ROWS: tl.constexpr, HEAD_DIM: tl.constexpr,
@@ -84,9 +109,10 @@ if triton is not None:  # kernels decorated at import: TRITON_INTERPRET=1 set be
         """One (sequence, KV head) and one chunk of ``chunk`` slots: the group's query rows and the new key rotated,
         the new key and value used from registers at the step's slot and stored there by the chunk holding it,
         unnormalised output rows, their running max and sum of weights into the partial buffers
-        (chunk-major after the (sequence, KV head) index). ``PDL``: see :func:`wait_previous`."""
-        if PDL:
-            wait_previous()
+        (chunk-major after the (sequence, KV head) index). ``PDL``: see :func:`wait_previous`; the chunk's first
+        block of slots is read before that wait (no other kernel writes this layer's cache, and its own writes of
+        earlier steps ended with them), the step's tables, slot and bias too (written before the step's first
+        dependent kernel)."""
         pair = tl.program_id(0)
         part = tl.program_id(1)
         parts = tl.num_programs(1)
@@ -94,12 +120,22 @@ if triton is not None:  # kernels decorated at import: TRITON_INTERPRET=1 set be
         head = pair % kv_heads
         rows = tl.arange(0, ROWS)
         dims = tl.arange(0, HEAD_DIM)
+        k_base = k_ptr + batch * k_sb + head * k_sh
+        v_base = v_ptr + batch * v_sb + head * v_sh
+        bias_at = bias_ptr + batch * bias_sb
+        start = part * chunk
+        stop = tl.minimum(start + chunk, slots)
+        first_cols = start + tl.arange(0, BLOCK)
+        first_k, first_v, first_bias = _cache_block(k_base, v_base, bias_at, first_cols, stop, k_ss, v_ss, dims)
         # rotate-half over the first ROTARY dims: d pairs with d +- ROTARY / 2, the first half's partner negated
         rotated = dims < ROTARY
         partner = tl.where(dims < ROTARY // 2, dims + ROTARY // 2, dims - ROTARY // 2)
         sign = tl.where(dims < ROTARY // 2, -1.0, 1.0)
         cos = tl.load(cos_ptr + batch * rope_sb + dims, mask=rotated, other=1.0).to(tl.float32)
         sin = tl.load(sin_ptr + batch * rope_sb + dims, mask=rotated, other=0.0).to(tl.float32)
+        slot = tl.load(slot_ptr)
+        if PDL:
+            wait_previous()
         dtype = k_ptr.dtype.element_ty
         base = qkv_ptr + batch * qkv_sb
         q_at = base + (head * GROUP + rows[:, None]) * HEAD_DIM
@@ -111,31 +147,17 @@ if triton is not None:  # kernels decorated at import: TRITON_INTERPRET=1 set be
         new_k = tl.load(k_at + dims).to(tl.float32)
         new_k = (new_k * cos + sign * tl.load(k_at + partner, mask=rotated, other=0.0).to(tl.float32) * sin).to(dtype)
         new_v = tl.load(base + (HEADS + kv_heads + head) * HEAD_DIM + dims)
-        slot = tl.load(slot_ptr)
-        k_base = k_ptr + batch * k_sb + head * k_sh
-        v_base = v_ptr + batch * v_sb + head * v_sh
-        start = part * chunk
-        stop = tl.minimum(start + chunk, slots)
         top = tl.full((ROWS,), float("-inf"), tl.float32)
         total = tl.zeros((ROWS,), tl.float32)
         acc = tl.zeros((ROWS, HEAD_DIM), tl.float32)
-        for first in range(start, stop, BLOCK):
+        # an empty chunk (start >= stop) leaves them as they are: every slot of its block is masked
+        top, total, acc = _attend_block(q, first_k, first_v, first_bias, (first_cols == slot)[:, None], new_k, new_v,
+                                        top, total, acc, PRECISION, SCALE)  # fmt: skip
+        for first in range(start + BLOCK, stop, BLOCK):
             cols = first + tl.arange(0, BLOCK)
-            valid = cols < stop
-            fresh = (cols == slot)[:, None]  # the step's own slot: this step's key and value, from registers
-            k = tl.load(k_base + cols[:, None] * k_ss + dims[None, :], mask=valid[:, None], other=0.0)
-            k = tl.where(fresh, new_k[None, :], k)
-            bias = tl.load(bias_ptr + batch * bias_sb + cols, mask=valid, other=float("-inf")).to(tl.float32)
-            logits = tl.dot(q, tl.trans(k), input_precision=PRECISION) * SCALE + bias[None, :]  # (ROWS, BLOCK)
-            new_top = tl.maximum(top, tl.max(logits, 1))
-            safe = tl.where(new_top == float("-inf"), 0.0, new_top)  # all masked so far: no NaN from -inf - -inf
-            weights = tl.exp(logits - safe[:, None])
-            rescale = tl.exp(top - safe)
-            total = total * rescale + tl.sum(weights, 1)
-            v = tl.load(v_base + cols[:, None] * v_ss + dims[None, :], mask=valid[:, None], other=0.0)
-            v = tl.where(fresh, new_v[None, :], v)
-            acc = acc * rescale[:, None] + tl.dot(weights.to(v.dtype), v, input_precision=PRECISION)
-            top = new_top
+            k, v, bias = _cache_block(k_base, v_base, bias_at, cols, stop, k_ss, v_ss, dims)
+            top, total, acc = _attend_block(q, k, v, bias, (cols == slot)[:, None], new_k, new_v, top, total, acc,
+                                            PRECISION, SCALE)  # fmt: skip
         if (slot >= start) & (slot < stop):  # after the loop: its loads need not wait for these stores
             tl.store(k_base + slot * k_ss + dims, new_k)
             tl.store(v_base + slot * v_ss + dims, new_v)

@@ -27,7 +27,7 @@ start under the previous kernel's tail, most of all o_proj's during the attentio
 
 Whole batch-1 step, H200, 30 s prompt (``eval/results/h200``): 311 tokens/s with cuBLAS products, 331 with these
 kernels; with the rest of session 13's fusions, 343-345 (2.91 ms a step, 198 kernels); with the dependent launches
-and the prefetch, 359-362 (session 14).
+and the prefetch, 359-362, and the attention's first cache block read before its wait, 370 (session 14).
 """
 
 from __future__ import annotations
