@@ -112,6 +112,21 @@ class Features:
         return Features(self.values.to(device, non_blocking=True), self.lengths.to(device))
 
 
+def _power(spec: torch.Tensor) -> torch.Tensor:
+    """(T, bins) float32 power of a fresh (T, bins) complex128 spectrum: re^2 + im^2 in float64, one rounding.
+
+    On the CPU the spectrum is squared in place through numpy (two passes; torch's real/imag squares and
+    sum make three temporaries: a sixth of a 30 s clip's front end).
+    """
+    if spec.device.type != "cpu":
+        return (spec.real.square() + spec.imag.square()).to(torch.float32)
+    parts = spec.numpy().view(np.float64)  # (T, 2 * bins): re, im, re, ...
+    np.square(parts, out=parts)
+    power = np.empty((parts.shape[0], parts.shape[1] // 2), dtype=np.float32)
+    np.add(parts[:, 0::2], parts[:, 1::2], out=power, casting="same_kind")
+    return torch.from_numpy(power)
+
+
 class LogMelFrontend:
     """Batched official log-mel extractor; holds the mel bank and windows per device.
 
@@ -139,6 +154,10 @@ class LogMelFrontend:
         """
         win, hop = _window_and_hop(sample_rate)
         window = self.windows[sample_rate]
+        if emph.device.type == "cpu":
+            # widened first (exact): a same-dtype product over the overlapping frames is cheaper than torch's
+            # mixed-dtype one (30 s clip, one thread: 6.3 -> 5.7 ms for the whole front end)
+            emph = emph.double()
         # float32 samples times the float64 window: the product rounds as the official float64 frames do
         torch.mul(emph.unfold(-1, win - 1, hop), window[1:], out=frames[..., 1:win])
         # the official filter restarts in every frame: the first sample's predecessor is itself
@@ -146,8 +165,7 @@ class LogMelFrontend:
         torch.mul((starts - PREEMPHASIS * starts) * INT16_SCALE, window[:1], out=frames[..., 0])
 
     def _logmel(self, frames: torch.Tensor, sample_rate: int, out: torch.Tensor | None = None) -> torch.Tensor:
-        spec = torch.fft.rfft(frames, dim=-1)
-        power = (spec.real.square() + spec.imag.square()).to(torch.float32)
+        power = _power(torch.fft.rfft(frames, dim=-1))
         if sample_rate == FILL_ZERO_RATE:
             # drop the 4 kHz Nyquist bin, then zeros up to the 16 kHz bin count (reference A.8)
             power = torch.nn.functional.pad(power[:, :-1], (0, N_FFT // 2 + 1 - (power.shape[1] - 1)))
@@ -184,14 +202,7 @@ class LogMelFrontend:
         np.subtract(starts, first, out=first)
         first *= np.float32(INT16_SCALE)
         np.multiply(first, window[0], out=frames[:, 0])
-        spec = torch.fft.rfft(torch.from_numpy(frames)).numpy().view(np.float64)  # (T, 2 * bins): re, im, re, ...
-        np.square(spec, out=spec)
-        power = np.empty((n, spec.shape[1] // 2), dtype=np.float32)
-        np.add(spec[:, 0::2], spec[:, 1::2], out=power, casting="same_kind")  # float64 sum, then one rounding
-        power = torch.from_numpy(power)
-        if sample_rate == FILL_ZERO_RATE:
-            power = torch.nn.functional.pad(power[:, :-1], (0, N_FFT // 2 + 1 - (power.shape[1] - 1)))
-        return self._mel(power)
+        return self._logmel(torch.from_numpy(frames), sample_rate)
 
     def utterance(self, wave: torch.Tensor | np.ndarray, sample_rate: int = SAMPLE_RATE) -> torch.Tensor:
         """(T, 80) float32 log-mel of one mono waveform in [-1, 1] (16 kHz, or 8 kHz fill-zero)."""
